@@ -1,0 +1,269 @@
+"""Input validation shared by every implementation (spec section DLA-9).
+
+Each check raises ``TypeError`` (wrong kind or dtype) or ``ValueError`` (wrong
+shape or value) with a message that names the argument and the rule, so a
+conforming caller never gets a silently wrong answer. The functions work on
+NumPy arrays and on torch tensors alike (torch is never imported here), so
+the optimized implementations call this module instead of copying it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dla.arrays import is_torch
+from dla.cache import Cache
+from dla.config import Config
+from dla.plan import Plan
+
+_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
+_INT_NAMES = ("int32", "int64")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes every argument is checked against (DLA-1.1)."""
+
+    B: int
+    T: int
+    H: int
+    K: int
+    V: int
+    C: int
+
+
+def dtype_name(x: Any) -> str:
+    """``'float32'`` for both ``np.float32`` and ``torch.float32``."""
+    return str(x.dtype).removeprefix("torch.")
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray) or is_torch(x)
+
+
+def _require_array(name: str, x: Any) -> None:
+    if not _is_array(x):
+        raise TypeError(f"{name}: expected an array or tensor, got {type(x).__name__}")
+
+
+def _require_shape(name: str, x: Any, expected: tuple[int, ...], layout: str) -> None:
+    if tuple(x.shape) != expected:
+        raise ValueError(
+            f"{name}: expected shape {layout} = {list(expected)}, got {list(x.shape)} (DLA-9.1)"
+        )
+
+
+def _require_float(name: str, x: Any) -> None:
+    if dtype_name(x) not in _FLOAT_NAMES:
+        raise TypeError(
+            f"{name}: expected a floating dtype {_FLOAT_NAMES}, got {dtype_name(x)} (DLA-9.3)"
+        )
+
+
+def _all_finite(x: Any) -> bool:
+    if is_torch(x):
+        return bool(x.isfinite().all().item())
+    return bool(np.isfinite(x).all())
+
+
+def _require_finite(name: str, x: Any) -> None:
+    if not _all_finite(x):
+        raise ValueError(f"{name}: contains NaN or Inf; every input must be finite (DLA-9.4)")
+
+
+def _max(x: Any) -> float:
+    return float(x.max().item()) if is_torch(x) else float(np.max(x))
+
+
+def _min(x: Any) -> float:
+    return float(x.min().item()) if is_torch(x) else float(np.min(x))
+
+
+def _require_float_input(name: str, x: Any, shape: tuple[int, ...], layout: str) -> None:
+    _require_array(name, x)
+    _require_shape(name, x, shape, layout)
+    _require_float(name, x)
+    _require_finite(name, x)
+
+
+def check_dtypes(named: dict[str, Any]) -> None:
+    """DLA-1.3: ``q``, ``k``, ``v`` share one dtype; gate-like tensors use it or float32."""
+    qkv = {n: dtype_name(x) for n, x in named.items() if n in ("q", "k", "v")}
+    if len(set(qkv.values())) > 1:
+        raise TypeError(f"q, k, v: must share one dtype (DLA-1.3), got {qkv}")
+    compute = qkv.get("q")
+    for n, x in named.items():
+        if n in ("q", "k", "v") or x is None:
+            continue
+        if dtype_name(x) not in (compute, "float32", "float64"):
+            raise TypeError(
+                f"{n}: dtype must be q's dtype ({compute}), float32 or float64 (DLA-1.3), "
+                f"got {dtype_name(x)}"
+            )
+
+
+def infer_dims(q: Any, v: Any, config: Config) -> Dims:
+    """DLA-1.1: read ``B, T, H, K`` from ``q`` and ``V`` from ``v``."""
+    for name, x in (("q", q), ("v", v)):
+        _require_array(name, x)
+        if x.ndim != 4:
+            raise ValueError(f"{name}: expected 4 dimensions [B, T, H, D], got shape {list(x.shape)} (DLA-9.1)")
+    B, T, H, K = (int(s) for s in q.shape)
+    if min(B, H, K) < 1:
+        raise ValueError(f"q: B, H and K must be >= 1, got shape {list(q.shape)} (DLA-9.1)")
+    V = int(v.shape[-1])
+    if V < 1:
+        raise ValueError(f"v: V must be >= 1, got shape {list(v.shape)} (DLA-9.1)")
+    return Dims(B=B, T=T, H=H, K=K, V=V, C=config.capacity)
+
+
+def check_config(config: Any) -> Config:
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected dla.Config, got {type(config).__name__} (DLA-9.2)")
+    return config
+
+
+def check_scores_source(config: Config, k: Any, scores: Any, dims_bth: tuple[int, int, int]) -> None:
+    """DLA-9.12 and DLA-2.4: exactly the score source the config asks for is given."""
+    B, T, H = dims_bth
+    if config.score == "external":
+        if scores is None:
+            raise ValueError("scores: required when config.score == 'external' (DLA-9.12)")
+        _require_float_input("scores", scores, (B, T, H), "[B, T, H]")
+        if T and _min(scores) < 0:
+            raise ValueError("scores: external scores must be >= 0 (DLA-2.4, DLA-9.6)")
+    else:
+        if scores is not None:
+            raise ValueError(
+                "scores: only used when config.score == 'external'; got scores with "
+                f"score={config.score!r} (DLA-9.12)"
+            )
+        if k is None:
+            raise ValueError("k: required to compute key_cosine scores (DLA-2.1, DLA-9.12)")
+
+
+def check_forward_inputs(
+    q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, beta: Any, scores: Any
+) -> Dims:
+    """DLA-9: every rule on the arguments of ``forward``; returns the sizes."""
+    check_config(config)
+    d = infer_dims(q, v, config)
+    _require_float_input("q", q, (d.B, d.T, d.H, d.K), "[B, T, H, K]")
+    _require_float_input("k", k, (d.B, d.T, d.H, d.K), "[B, T, H, K]")
+    _require_float_input("v", v, (d.B, d.T, d.H, d.V), "[B, T, H, V]")
+    _require_float_input("g", g, (d.B, d.T, d.H), "[B, T, H]")
+    if d.T and _max(g) > 0:
+        raise ValueError("g: log decay must be <= 0 everywhere (DLA-1.4, DLA-9.5)")
+    _require_array("lam", lam)
+    if lam.ndim == 4 and tuple(lam.shape[:3]) == (d.B, d.T, d.H) and lam.shape[3] != d.C:
+        raise ValueError(
+            f"lam: last dimension must equal config.capacity = {d.C}, got {lam.shape[3]} (DLA-9.7)"
+        )
+    _require_float_input("lam", lam, (d.B, d.T, d.H, d.C), "[B, T, H, C]")
+    if config.base == "delta":
+        if beta is None:
+            raise ValueError("beta: required when config.base == 'delta' (DLA-5.2, DLA-9.12)")
+        _require_float_input("beta", beta, (d.B, d.T, d.H), "[B, T, H]")
+        if d.T and (_min(beta) < 0 or _max(beta) > 2):
+            raise ValueError("beta: must lie in [0, 2] (DLA-1.4, DLA-9.5)")
+    elif beta is not None:
+        raise ValueError("beta: only used when config.base == 'delta'; got beta with base='gla' (DLA-9.12)")
+    check_scores_source(config, k, scores, (d.B, d.T, d.H))
+    check_dtypes({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta, "scores": scores})
+    return d
+
+
+def check_plan_inputs(config: Config, k: Any, scores: Any) -> tuple[int, int, int, int | None]:
+    """DLA-9: the rules on the arguments of ``make_plan``; returns ``B, T, H, K``."""
+    check_config(config)
+    src = scores if config.score == "external" else k
+    name = "scores" if config.score == "external" else "k"
+    if src is None:
+        check_scores_source(config, k, scores, (0, 0, 0))
+    _require_array(name, src)
+    if src.ndim < 3:
+        raise ValueError(f"{name}: expected [B, T, H, ...], got shape {list(src.shape)} (DLA-9.1)")
+    B, T, H = (int(s) for s in src.shape[:3])
+    K = None
+    if k is not None:
+        _require_array("k", k)
+        if k.ndim != 4:
+            raise ValueError(f"k: expected [B, T, H, K], got shape {list(k.shape)} (DLA-9.1)")
+        K = int(k.shape[3])
+        _require_float_input("k", k, (B, T, H, K), "[B, T, H, K]")
+    check_scores_source(config, k, scores, (B, T, H))
+    return B, T, H, K
+
+
+def check_cu_seqlens(cu_seqlens: Any, B: int, T: int) -> np.ndarray:
+    """DLA-8.1, DLA-9.8: ``cu_seqlens`` is ``[N + 1]`` integers from 0 to ``T``, non-decreasing."""
+    _require_array("cu_seqlens", cu_seqlens)
+    if dtype_name(cu_seqlens) not in _INT_NAMES:
+        raise TypeError(f"cu_seqlens: expected int32 or int64, got {dtype_name(cu_seqlens)} (DLA-9.8)")
+    cu = np.asarray(cu_seqlens.detach().cpu().numpy() if is_torch(cu_seqlens) else cu_seqlens)
+    if cu.ndim != 1 or cu.shape[0] < 2:
+        raise ValueError(f"cu_seqlens: expected 1-D [N + 1] with N >= 1, got shape {list(cu.shape)} (DLA-9.8)")
+    if B != 1:
+        raise ValueError(f"cu_seqlens: requires batch size B == 1 (packed sequences), got B = {B} (DLA-9.8)")
+    if cu[0] != 0 or cu[-1] != T:
+        raise ValueError(f"cu_seqlens: must start at 0 and end at T = {T}, got {cu[0]} ... {cu[-1]} (DLA-9.8)")
+    if np.any(np.diff(cu) < 0):
+        raise ValueError("cu_seqlens: must be non-decreasing (DLA-9.8)")
+    return cu.astype(np.int64)
+
+
+def check_cache(cache: Any, N: int, H: int, C: int, K: int | None, V: int | None) -> None:
+    """DLA-7.1, DLA-9.9: a cache's fields have the layout of the spec and consistent values."""
+    if not isinstance(cache, Cache):
+        raise TypeError(f"initial_cache: expected dla.Cache, got {type(cache).__name__} (DLA-9.9)")
+    for f in ("states", "info", "prev_key"):
+        _require_array(f"initial_cache.{f}", getattr(cache, f))
+        _require_float(f"initial_cache.{f}", getattr(cache, f))
+        _require_finite(f"initial_cache.{f}", getattr(cache, f))
+    for f in ("starts", "labels", "count", "position"):
+        x = getattr(cache, f)
+        _require_array(f"initial_cache.{f}", x)
+        if dtype_name(x) not in _INT_NAMES:
+            raise TypeError(f"initial_cache.{f}: expected int32 or int64, got {dtype_name(x)} (DLA-9.9)")
+    st = cache.states
+    if st.ndim != 5 or tuple(st.shape[:3]) != (N, H, C):
+        raise ValueError(
+            f"initial_cache.states: expected [N, H, C, K, V] with N, H, C = {N}, {H}, {C}, "
+            f"got {list(st.shape)} (DLA-9.9)"
+        )
+    if K is not None and st.shape[3] != K or V is not None and st.shape[4] != V:
+        raise ValueError(f"initial_cache.states: K, V must be {K}, {V}, got {list(st.shape[3:])} (DLA-9.9)")
+    Kc = int(st.shape[3])
+    _require_shape("initial_cache.info", cache.info, (N, H, C), "[N, H, C]")
+    _require_shape("initial_cache.starts", cache.starts, (N, H, C), "[N, H, C]")
+    _require_shape("initial_cache.labels", cache.labels, (N, H, C), "[N, H, C]")
+    _require_shape("initial_cache.count", cache.count, (N, H), "[N, H]")
+    _require_shape("initial_cache.prev_key", cache.prev_key, (N, H, Kc), "[N, H, K]")
+    _require_shape("initial_cache.position", cache.position, (N,), "[N]")
+    cnt = np.asarray(cache.count.cpu() if is_torch(cache.count) else cache.count)
+    pos = np.asarray(cache.position.cpu() if is_torch(cache.position) else cache.position)
+    if np.any(cnt < 0) or np.any(cnt > C):
+        raise ValueError(f"initial_cache.count: must lie in [0, C = {C}] (DLA-9.9)")
+    if np.any(pos < 0) or np.any((cnt == 0) != (pos[:, None] == 0)):
+        raise ValueError("initial_cache.position: must be >= 0, and 0 exactly when count == 0 (DLA-9.9)")
+
+
+def check_plan(plan: Any, B: int, T: int, H: int, C: int) -> None:
+    """DLA-6.2, DLA-9.10: an injected plan has the layout of the spec."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan: expected dla.Plan, got {type(plan).__name__} (DLA-9.10)")
+    for f, shape, layout in (
+        ("boundary", (B, T, H), "[B, T, H]"),
+        ("count", (B, T, H), "[B, T, H]"),
+        ("starts", (B, T, H, C), "[B, T, H, C]"),
+        ("labels", (B, T, H, C), "[B, T, H, C]"),
+    ):
+        x = getattr(plan, f)
+        _require_array(f"plan.{f}", x)
+        _require_shape(f"plan.{f}", x, shape, layout)
+    cnt = np.asarray(plan.count.cpu() if is_torch(plan.count) else plan.count)
+    if T and (cnt.min() < 1 or cnt.max() > C):
+        raise ValueError(f"plan.count: must lie in [1, C = {C}] at every readout (DLA-3.6, DLA-9.10)")
