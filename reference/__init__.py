@@ -14,6 +14,7 @@ CLAIMS = {
     "levels": ("plan", "execute", "end_to_end", "streaming", "varlen", "golden"),
     "dtypes": ("float32", "float64"),
     "devices": ("cpu",),
+    "array": "numpy",
 }
 
 __all__ = ["CLAIMS", "Margins", "empty_cache", "forward", "make_plan", "plan_with_margins"]
