@@ -1,0 +1,155 @@
+"""One calling convention for every implementation (spec DLA-11.1).
+
+:class:`Adapter` takes NumPy inputs (float64 for floats) and NumPy ``Plan`` /
+``Cache`` objects, converts them to the implementation's array kind
+(``CLAIMS["array"]``), dtype and device, calls it, and converts the results
+back: ``o`` as float64 NumPy, plans and caches with NumPy fields (integer
+fields int64, ``boundary`` bool, cache float fields float64). Torch is
+imported only when the implementation takes torch tensors, so the reference
+path works without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+from dla.conformance.loader import LoadedImpl, load
+
+from dla.cache import Cache
+from dla.config import Config
+from dla.plan import Plan
+
+FLOAT_INPUTS = ("q", "k", "v", "g", "lam", "beta", "scores")
+_CACHE_FLOAT = ("states", "info", "prev_key")
+_PLAN_BOOL = ("boundary",)
+_NUMPY_DTYPES = ("float16", "float32", "float64")
+
+
+class Adapter:
+    """Wraps an implementation so the suite can call it with NumPy float64 inputs.
+
+    ``dtype`` is the compute dtype the float inputs are cast to; caches are
+    given in that dtype, or float32 for float16/bfloat16 (states accumulate
+    in at least float32, DLA-1.3). ``cu_seqlens`` is given as int64 unless
+    the implementation's claims say ``"cu_seqlens_dtype": "int32"``.
+    """
+
+    def __init__(self, impl: Any, dtype: str = "float64", device: str = "cpu") -> None:
+        self.loaded: LoadedImpl = load(impl)
+        self.impl = self.loaded.obj
+        self.name = self.loaded.name
+        self.claims: dict[str, Any] = self.loaded.claims
+        self.array: str = self.claims["array"]
+        self.dtype = dtype
+        self.device = device
+        if self.array == "numpy" and dtype not in _NUMPY_DTYPES:
+            raise ValueError(
+                f"dtype: a NumPy implementation cannot take {dtype!r}; use one of {_NUMPY_DTYPES}")
+        if self.array == "numpy" and device != "cpu":
+            raise ValueError(f"device: a NumPy implementation runs on 'cpu' only, got {device!r}")
+        self.cache_dtype = "float32" if dtype in ("float16", "bfloat16") else dtype
+
+    def __repr__(self) -> str:
+        return f"Adapter({self.name!r}, dtype={self.dtype!r}, device={self.device!r})"
+
+    # ------------------------------------------------------------ conversions
+    def to_impl(self, x: Any, dtype: str | None = None) -> Any:
+        """``x`` as the implementation's array kind, in ``dtype`` (default: the compute dtype)."""
+        if x is None:
+            return None
+        dtype = dtype or self.dtype
+        if self.array == "numpy":
+            return np.asarray(x).astype(dtype, copy=True)
+        import torch
+
+        t = torch.as_tensor(np.ascontiguousarray(x))
+        return t.to(device=self.device, dtype=getattr(torch, dtype))
+
+    @staticmethod
+    def to_numpy(x: Any, dtype: str | None = "float64") -> np.ndarray:
+        """Any array or tensor as NumPy (cast to ``dtype`` unless ``None``)."""
+        from dla.arrays import as_numpy
+
+        a = as_numpy(x)
+        return np.array(a, dtype=dtype) if dtype is not None else np.array(a)
+
+    def plan_to_impl(self, plan: Plan | None) -> Plan | None:
+        if plan is None:
+            return None
+        return Plan(**{f.name: self.to_impl(getattr(plan, f.name),
+                                            "bool" if f.name in _PLAN_BOOL else "int64")
+                       for f in fields(Plan)})
+
+    def plan_to_numpy(self, plan: Plan) -> Plan:
+        if not isinstance(plan, Plan):
+            raise TypeError(f"make_plan of {self.name!r} returned {type(plan).__name__}, "
+                            "not dla.Plan (DLA-11.1)")
+        return Plan(**{f.name: self.to_numpy(getattr(plan, f.name),
+                                             "bool" if f.name in _PLAN_BOOL else "int64")
+                       for f in fields(Plan)})
+
+    def cache_to_impl(self, cache: Cache | None) -> Cache | None:
+        if cache is None:
+            return None
+        def dtype(name: str) -> str:
+            return self.cache_dtype if name in _CACHE_FLOAT else "int64"
+
+        return Cache(**{f.name: self.to_impl(getattr(cache, f.name), dtype(f.name))
+                        for f in fields(Cache)})
+
+    def cache_to_numpy(self, cache: Cache | None) -> Cache | None:
+        if cache is None:
+            return None
+        if not isinstance(cache, Cache):
+            raise TypeError(f"forward of {self.name!r} returned {type(cache).__name__} "
+                            "as cache, not dla.Cache (DLA-7.1)")
+        return Cache(**{f.name: self.to_numpy(getattr(cache, f.name),
+                                              "float64" if f.name in _CACHE_FLOAT else "int64")
+                        for f in fields(Cache)})
+
+    def cu_to_impl(self, cu: Any) -> Any:
+        if cu is None:
+            return None
+        return self.to_impl(np.asarray(cu), self.claims.get("cu_seqlens_dtype", "int64"))
+
+    # ------------------------------------------------------------ calls
+    def convert_forward_args(self, q: Any, k: Any, v: Any, g: Any, lam: Any,
+                             kw: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments of ``forward`` in the implementation's kind."""
+        args = [self.to_impl(x) for x in (q, k, v, g, lam)]
+        out = dict(kw)
+        for name in ("beta", "scores"):
+            if out.get(name) is not None:
+                out[name] = self.to_impl(out[name])
+        if "plan" in out:
+            out["plan"] = self.plan_to_impl(out["plan"])
+        if "initial_cache" in out:
+            out["initial_cache"] = self.cache_to_impl(out["initial_cache"])
+        if "cu_seqlens" in out:
+            out["cu_seqlens"] = self.cu_to_impl(out["cu_seqlens"])
+        return args, out
+
+    def forward(self, q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                **kw: Any) -> tuple[np.ndarray, Cache | None]:
+        """DLA-11.1 ``forward`` with NumPy in and out (``o`` float64)."""
+        args, kwargs = self.convert_forward_args(q, k, v, g, lam, kw)
+        result = self.impl.forward(*args, config, **kwargs)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(
+                f"forward of {self.name!r} must return (o, final_cache_or_None) (DLA-11.1)")
+        o, cache = result
+        return self.to_numpy(o), self.cache_to_numpy(cache)
+
+    def make_plan(self, config: Config, **kw: Any) -> Plan:
+        """DLA-11.1 ``make_plan`` with NumPy in and out."""
+        kwargs = dict(kw)
+        for name in ("k", "scores"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = self.to_impl(kwargs[name])
+        if "initial_cache" in kwargs:
+            kwargs["initial_cache"] = self.cache_to_impl(kwargs["initial_cache"])
+        if "cu_seqlens" in kwargs:
+            kwargs["cu_seqlens"] = self.cu_to_impl(kwargs["cu_seqlens"])
+        return self.plan_to_numpy(self.impl.make_plan(config, **kwargs))

@@ -1,0 +1,221 @@
+"""The tolerance model (spec section DLA-10): the one place where "close enough" is defined.
+
+An output ``o`` of an implementation passes against the float64 reference
+``r`` when both hold (DLA-10.2):
+
+- the relative RMS error ``||o - r||_2 / max(||r||_2, 1e-30) <= rms[dtype]``;
+- at every position ``(b, t, h)``: ``max_v |o - r| <= atol + rtol * scale(b, t, h)``,
+  where ``scale = max(max_v |r[b, t, h, :]|, rms of r[b, :, h, :])``,
+
+so one wrong token or one wrong head cannot hide in an average. Plans and
+the integer fields of a cache are compared exactly (DLA-6.2, DLA-7.2).
+Gradients are compared by relative RMS against central finite differences
+of the float64 reference with the plan frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dla.cache import Cache
+from dla.plan import PLAN_FIELDS, Plan
+
+_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """DLA-10.1: the bounds of one dtype."""
+
+    rms: float
+    rtol: float
+    atol: float
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "float64": Tolerance(rms=1e-10, rtol=1e-8, atol=1e-12),
+    "float32": Tolerance(rms=3e-5, rtol=3e-4, atol=1e-6),
+    "float16": Tolerance(rms=5e-3, rtol=3e-2, atol=1e-3),
+    "bfloat16": Tolerance(rms=2e-2, rtol=1e-1, atol=1e-2),
+}
+
+#: Gradients of an implementation vs finite differences of the float64 reference (relative RMS).
+GRADIENT_RMS: dict[str, float] = {"float64": 1e-6, "float32": 2e-3}
+
+#: Smallest decision margin (DLA-6.3) of the inputs used by end-to-end checks, per dtype
+#: (DLA-10.3): far above the rounding error of scores computed in that dtype.
+MARGIN_BOUND: dict[str, float] = {
+    "float64": 1e-6,
+    "float32": 1e-3,
+    "float16": 2e-2,
+    "bfloat16": 5e-2,
+}
+
+CACHE_FLOAT_FIELDS = ("states", "info", "prev_key")
+CACHE_INT_FIELDS = ("starts", "labels", "count", "position")
+
+
+def tolerance_for(dtype: str) -> Tolerance:
+    """The tolerance of ``dtype``; a clear error for a dtype the model does not cover."""
+    try:
+        return TOLERANCES[dtype]
+    except KeyError:
+        raise ValueError(
+            f"dtype: no tolerance for {dtype!r}; known: {sorted(TOLERANCES)} (DLA-10.1)") from None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one comparison, with the worst position so a failure says where.
+
+    ``where`` is the index of the worst position (``(b, t, h)`` for outputs,
+    the first differing index for exact comparisons), ``field`` the compared
+    field (``"o"``, a plan or cache field), ``error`` and ``bound`` the error
+    and the bound there. ``rel_rms`` is ``None`` for exact comparisons.
+    """
+
+    passed: bool
+    field: str
+    rel_rms: float | None = None
+    rms_bound: float | None = None
+    where: tuple[int, ...] | None = None
+    error: float = 0.0
+    bound: float = 0.0
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "rel_rms": self.rel_rms,
+            "rms_bound": self.rms_bound,
+            "where": None if self.where is None else list(self.where),
+            "error": self.error,
+            "bound": self.bound,
+            "message": self.message,
+        }
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _fail_shape(name: str, a: np.ndarray, e: np.ndarray) -> Comparison:
+    msg = f"{name}: shape {list(a.shape)} != expected {list(e.shape)}"
+    return Comparison(False, name, message=msg, error=float("inf"))
+
+
+def compare(actual: Any, expected: Any, dtype: str, *, name: str = "o",
+            group_axes: tuple[int, ...] | None = None) -> Comparison:
+    """DLA-10.2: compare an output ``[..., V]`` with the float64 reference.
+
+    Positions are all indices but the last axis. ``group_axes`` are the axes
+    over which the RMS scale of a position is taken (default for a
+    ``[B, T, H, V]`` output: ``(1, 3)``, i.e. ``rms of r[b, :, h, :]``; for
+    other ranks the whole array).
+    """
+    tol = tolerance_for(dtype)
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return _fail_shape(name, a, e)
+    if e.size == 0:
+        return Comparison(True, name, 0.0, tol.rms, message=f"{name}: empty, equal shapes")
+    if not np.all(np.isfinite(a)):
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0][:-1])
+        return Comparison(False, name, float("inf"), tol.rms, where, float("inf"), 0.0,
+                          f"{name}: non-finite value at {where}")
+    if e.ndim == 0:
+        a, e = a.reshape(1, 1), e.reshape(1, 1)
+    elif e.ndim == 1:
+        a, e = a.reshape(-1, 1), e.reshape(-1, 1)
+    diff = np.abs(a - e)
+    rel_rms = float(np.linalg.norm(diff) / max(float(np.linalg.norm(e)), _TINY))
+    if group_axes is None:
+        group_axes = (1, 3) if e.ndim == 4 else tuple(range(e.ndim))
+    group_rms = np.sqrt(np.mean(e * e, axis=group_axes, keepdims=True))
+    scale = np.maximum(np.max(np.abs(e), axis=-1), np.broadcast_to(group_rms, e.shape)[..., 0])
+    bound = tol.atol + tol.rtol * scale
+    err = np.max(diff, axis=-1)
+    ratio = err / bound
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    w_err, w_bound = float(err[worst]), float(bound[worst])
+    passed = rel_rms <= tol.rms and bool(np.all(err <= bound))
+    where = tuple(int(i) for i in worst)
+    msg = (f"{name}: rel_rms {rel_rms:.3g} (bound {tol.rms:.3g}); worst at {where}: "
+           f"{w_err:.3g} (bound {w_bound:.3g})")
+    return Comparison(passed, name, rel_rms, tol.rms, where, w_err, w_bound, msg)
+
+
+def compare_exact(actual: Any, expected: Any, name: str) -> Comparison:
+    """Exact equality (plans, integer cache fields); ``where`` is the first differing index."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    if a.shape != e.shape:
+        return _fail_shape(name, a, e)
+    neq = a != e
+    if not np.any(neq):
+        return Comparison(True, name, message=f"{name}: equal")
+    idx = tuple(int(i) for i in np.argwhere(neq)[0])
+    n = int(np.count_nonzero(neq))
+    msg = f"{name}: {n} differing entries; first at {idx}: got {a[idx]}, expected {e[idx]}"
+    return Comparison(False, name, where=idx, error=float(n), bound=0.0, message=msg)
+
+
+def _first_failure(comps: list[Comparison], name: str) -> Comparison:
+    for c in comps:
+        if not c.passed:
+            return c
+    return Comparison(True, name, message=f"{name}: equal")
+
+
+def compare_plan(actual: Plan, expected: Plan) -> Comparison:
+    """DLA-6.2: exact plan parity. On failure, ``where`` is the first differing ``(b, t, h)``.
+
+    Fields are checked in the order of the position: of all differing
+    positions, the earliest ``t`` (then ``b``, ``h``) is reported, with the
+    first field that differs there, since later differences usually follow.
+    """
+    a, e = actual.to_numpy(), expected.to_numpy()
+    comps = [compare_exact(getattr(a, f), getattr(e, f), f"plan.{f}") for f in PLAN_FIELDS]
+    bad = [c for c in comps if not c.passed]
+    if not bad:
+        return Comparison(True, "plan", message="plan: equal")
+    if any(c.where is None or len(c.where) < 3 for c in bad):
+        return bad[0]
+    first = min(bad, key=lambda c: (c.where[1], c.where[0], c.where[2]))  # type: ignore[index]
+    return first
+
+
+def compare_cache(actual: Cache, expected: Cache, dtype: str) -> Comparison:
+    """DLA-7.2: float fields of a cache by tolerance, integer fields exactly."""
+    a, e = actual.to_numpy(), expected.to_numpy()
+    comps = [compare_exact(getattr(a, f), getattr(e, f), f"cache.{f}") for f in CACHE_INT_FIELDS]
+    for f in CACHE_FLOAT_FIELDS:
+        x, y = np.asarray(getattr(a, f), np.float64), np.asarray(getattr(e, f), np.float64)
+        comps.append(compare(x, y, dtype, name=f"cache.{f}", group_axes=tuple(range(y.ndim))))
+    return _first_failure(comps, "cache")
+
+
+def compare_gradient(actual: Any, expected: Any, dtype: str, name: str) -> Comparison:
+    """Gradients: relative RMS against central finite differences of the reference."""
+    bound = GRADIENT_RMS.get(dtype)
+    if bound is None:
+        raise ValueError(
+            f"dtype: no gradient tolerance for {dtype!r}; known: {sorted(GRADIENT_RMS)}")
+    a = np.asarray(actual, np.float64)
+    e = np.asarray(expected, np.float64)
+    if a.shape != e.shape:
+        return _fail_shape(name, a, e)
+    diff = np.abs(a - e)
+    rel = float(np.linalg.norm(diff) / max(float(np.linalg.norm(e)), _TINY))
+    where = None
+    w = 0.0
+    if diff.size:
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+        w = float(diff[where])
+    passed = bool(np.all(np.isfinite(a))) and rel <= bound
+    msg = f"grad {name}: rel_rms {rel:.3g} (bound {bound:.3g}); largest |diff| {w:.3g} at {where}"
+    extra = {"max_abs_diff": w}
+    return Comparison(passed, f"grad.{name}", rel, bound, where, rel, bound, msg, extra)
