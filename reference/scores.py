@@ -5,13 +5,29 @@ from __future__ import annotations
 import numpy as np
 
 
+def _power_of_two_normalized(x: np.ndarray) -> np.ndarray:
+    """``x`` times a power of two that puts its largest ``|entry|`` in ``[0.5, 1)`` (zeros stay zero).
+
+    The scaling is exact and the cosine does not depend on it; it keeps the
+    squared norms below far from overflow and underflow, and it maps a key and
+    any power-of-two multiple of it (``-k`` included) to the same vector up to sign.
+    """
+    _, exponent = np.frexp(np.max(np.abs(x), axis=-1, keepdims=True))
+    return np.ldexp(x, -exponent)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """DLA-2.1, DLA-2.2: cosine of the last axis, clamped to [-1, 1]; 0 if either norm is 0."""
-    na = np.linalg.norm(a, axis=-1)
-    nb = np.linalg.norm(b, axis=-1)
-    denom = na * nb
-    safe = np.where(denom > 0, denom, 1.0)
-    cos = np.where(denom > 0, np.sum(a * b, axis=-1) / safe, 0.0)
+    """DLA-2.1, DLA-2.2: cosine of the last axis, clamped to [-1, 1]; 0 if either norm is 0.
+
+    Computed as ``(a . b) / sqrt((a . a) (b . b))`` so that identical keys give
+    exactly 1 (``sqrt(x * x) == x`` in binary floating point) and opposite keys
+    exactly -1; ``1 - cos`` is then exactly 0 or 2, as DLA-2.1 states.
+    """
+    a, b = _power_of_two_normalized(a), _power_of_two_normalized(b)
+    aa, bb = np.sum(a * a, axis=-1), np.sum(b * b, axis=-1)
+    nonzero = (aa > 0) & (bb > 0)
+    denom = np.sqrt(np.where(nonzero, aa * bb, 1.0))
+    cos = np.where(nonzero, np.sum(a * b, axis=-1) / denom, 0.0)
     return np.clip(cos, -1.0, 1.0)
 
 
