@@ -6,7 +6,7 @@ import numpy as np
 
 
 def _power_of_two_normalized(x: np.ndarray) -> np.ndarray:
-    """``x`` times a power of two that puts its largest ``|entry|`` in ``[0.5, 1)`` (zeros stay zero).
+    """``x`` times a power of two putting its largest ``|entry|`` in ``[0.5, 1)`` (0 stays 0).
 
     The scaling is exact and the cosine does not depend on it; it keeps the
     squared norms below far from overflow and underflow, and it maps a key and
