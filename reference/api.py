@@ -86,7 +86,8 @@ def _prev_key(cache: Cache | None, n: slice) -> np.ndarray | None:
 
 # ----------------------------------------------------------------- planning
 def _plan_segment(config, k_rows, s_rows, part, prev_key) -> tuple[RowPlan, PartitionState, np.ndarray]:
-    iota = token_scores(config.score, k_rows, s_rows, prev_key)
+    # DLA-2.3: a cache that has consumed no token (position 0) is a fresh sequence.
+    iota = token_scores(config.score, k_rows, s_rows, prev_key, carried=part.position > 0)
     rp, final = run_policy(iota, config, part)
     return rp, final, iota
 

@@ -31,11 +31,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(cos, -1.0, 1.0)
 
 
-def key_cosine(k: np.ndarray, prev_key: np.ndarray | None) -> np.ndarray:
+def key_cosine(k: np.ndarray, prev_key: np.ndarray | None,
+               carried: np.ndarray | None = None) -> np.ndarray:
     """DLA-2.1 to DLA-2.3: ``iota_t = 1 - cos(k_t, k_{t-1})`` for rows ``k [R, T, K]``.
 
-    ``prev_key [R, K]`` is the carried key of DLA-2.3 (``None`` for a fresh
-    sequence, whose first score is ``iota_0 = 0``).
+    ``prev_key [R, K]`` is the carried key of DLA-2.3 and ``carried [R]`` marks
+    the rows that continue a cache of at least one token. Every other row (or
+    all rows when ``prev_key`` is ``None``) is a fresh sequence, whose first
+    score is ``iota_0 = 0`` whatever its cache's ``prev_key`` holds.
     """
     R, T, _ = k.shape
     iota = np.zeros((R, T))
@@ -43,16 +46,21 @@ def key_cosine(k: np.ndarray, prev_key: np.ndarray | None) -> np.ndarray:
         return iota
     iota[:, 1:] = 1.0 - cosine(k[:, 1:], k[:, :-1])
     if prev_key is not None:
-        iota[:, 0] = 1.0 - cosine(k[:, 0], prev_key)
+        continues = np.ones(R, bool) if carried is None else carried
+        iota[:, 0] = np.where(continues, 1.0 - cosine(k[:, 0], prev_key), 0.0)
     return iota
 
 
 def token_scores(
-    score: str, k: np.ndarray | None, scores: np.ndarray | None, prev_key: np.ndarray | None
+    score: str, k: np.ndarray | None, scores: np.ndarray | None, prev_key: np.ndarray | None,
+    carried: np.ndarray | None = None,
 ) -> np.ndarray:
-    """DLA-2: the scores ``iota [R, T]`` of one chunk of rows, in float64."""
+    """DLA-2: the scores ``iota [R, T]`` of one chunk of rows, in float64.
+
+    ``carried [R]``: rows that continue a cache of at least one token (DLA-2.3).
+    """
     if score == "external":
         assert scores is not None
         return np.asarray(scores, dtype=np.float64)
     assert k is not None
-    return key_cosine(np.asarray(k, dtype=np.float64), prev_key)
+    return key_cosine(np.asarray(k, dtype=np.float64), prev_key, carried)
