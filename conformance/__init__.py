@@ -1,0 +1,80 @@
+"""The conformance suite of DLA-v1: certifies an implementation against the reference.
+
+``certify(impl, ...)`` runs each claimed level (plan, execute, end_to_end,
+streaming, varlen, gradients, golden, and always properties) in each claimed
+dtype and device, and returns a :class:`~dla.conformance.report.Report` with
+one result per check, tagged with the spec clause it certifies. A run is
+deterministic given ``seed`` and ``profile``, which the report records.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from dla.conformance.report import ClauseResult, Report
+
+__all__ = ["ClauseResult", "Report", "certify"]
+
+_T = TypeVar("_T")
+
+
+def _progress(items: Sequence[_T], enabled: bool, desc: str) -> Iterable[_T]:
+    """A tqdm progress bar when available, a plain counter on stderr otherwise."""
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _plain_progress(items, desc)
+    return tqdm(items, desc=desc, unit="check", file=sys.stderr, leave=False)
+
+
+def _plain_progress(items: Sequence[_T], desc: str) -> Iterator[_T]:
+    n = len(items)
+    for i, item in enumerate(items, 1):
+        print(f"\r{desc}: {i}/{n}", end="", file=sys.stderr, flush=True)
+        yield item
+    print(file=sys.stderr)
+
+
+def certify(
+    impl: Any,
+    *,
+    levels: Sequence[str] | str | None = None,
+    dtype: Sequence[str] | str | None = None,
+    device: Sequence[str] | str | None = None,
+    profile: str = "ci",
+    seed: int = 0,
+    progress: bool = False,
+) -> Report:
+    """Certify ``impl`` (a registered name, ``"module:attr"`` or an object); see the module doc.
+
+    ``levels`` defaults to the claimed levels plus ``properties``; ``dtype``
+    and ``device`` default to the claimed ones. Bad arguments raise
+    ``ValueError``; a failing or crashing implementation never raises, it
+    gets failed results.
+    """
+    from dla.conformance.checks import run_check
+    from dla.conformance.levels import collect, resolve_levels
+    from dla.conformance.loader import load
+
+    t0 = time.perf_counter()
+    loaded = load(impl)
+    lv = resolve_levels(levels, loaded.claims)
+    dtypes, devices, work = collect(loaded, lv, dtype, device, profile, seed)
+    report = Report(
+        implementation=loaded.name,
+        claims=loaded.claims,
+        levels=lv,
+        dtypes=dtypes,
+        devices=devices,
+        profile=profile,
+        seed=seed,
+    )
+    for ctx, check in _progress(work, progress, f"certifying {loaded.name}"):
+        report.results.extend(run_check(check, ctx))
+    report.duration_s = time.perf_counter() - t0
+    return report

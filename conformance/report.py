@@ -134,10 +134,10 @@ class Report:
         for r in self.results:
             if only_failures and r.passed:
                 continue
-            rows.append((r.level, r.clause, _check_label(r), "PASS" if r.passed else "FAIL",
+            rows.append((r.level, _clause_cell(r), _check_label(r), "PASS" if r.passed else "FAIL",
                          _error_cell(r), _where_cell(r)))
-        widths = [min(max(len(row[i]) for row in rows), 60) for i in range(len(rows[0]))]
-        lines = [" | ".join(c[:60].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        widths = [min(max(len(row[i]) for row in rows), 72) for i in range(len(rows[0]))]
+        lines = [" | ".join(c[:72].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                  for row in rows]
         lines.insert(1, "-+-".join("-" * w for w in widths))
         return "\n".join(lines)
@@ -165,6 +165,11 @@ def _ratio(worst: dict[str, Any]) -> float:
     return float("inf") if err else 0.0
 
 
+def _clause_cell(r: ClauseResult) -> str:
+    cs = r.clauses()
+    return ", ".join(cs) if len(cs) <= 2 else f"{cs[0]}, {cs[1]} +{len(cs) - 2}"
+
+
 def _check_label(r: ClauseResult) -> str:
     tags = "/".join(t for t in (r.dtype, r.device) if t)
     return f"{r.check} [{tags}]" if tags else r.check
@@ -174,6 +179,8 @@ def _error_cell(r: ClauseResult) -> str:
     w = r.worst
     if not w:
         return ""
+    if w.get("field") == "error":
+        return "raises as required" if r.passed else "wrong or no error"
     if w.get("rel_rms") is None:
         return "exact" if r.passed else f"{w.get('field')}: {w.get('error', 0):.0f} differ"
     return f"{w.get('error', 0.0):.2e} / {w.get('bound', 0.0):.2e}"
@@ -181,6 +188,6 @@ def _error_cell(r: ClauseResult) -> str:
 
 def _where_cell(r: ClauseResult) -> str:
     w = r.worst
-    if not w or w.get("where") is None:
+    if not w or w.get("where") is None or (r.passed and not w.get("error")):
         return ""
     return f"{w.get('field')}{tuple(w['where'])}"

@@ -1,0 +1,182 @@
+"""Levels fed by the other parts of the suite: ``golden`` fixtures and ``properties``.
+
+Both modules are imported lazily; if one is missing, its level reports a
+failure ("not available") instead of crashing the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from dla.conformance.checks import Check, Context
+from dla.conformance.report import ClauseResult
+from dla.conformance.tolerance import Comparison, compare, compare_cache, compare_plan
+
+from dla.cache import Cache
+from dla.plan import Plan
+
+_FORWARD_KW = ("beta", "scores", "cu_seqlens")
+
+
+def _unavailable(level: str, clause: str, what: str, exc: BaseException) -> list[Check]:
+    message = f"{what} not available: {type(exc).__name__}: {exc}"
+    return [
+        Check(
+            level, clause, f"{level} available", lambda: Comparison(False, level, message=message)
+        )
+    ]
+
+
+# ------------------------------------------------------------------ golden
+def _dyadic(x: np.ndarray, denom: int = 64, top: float = 64.0) -> bool:
+    return bool(np.all(x * denom == np.round(x * denom)) and np.all(np.abs(x) <= top))
+
+
+def decisions_safe(case: Any, ctx: Context) -> bool:
+    """Whether the case's plan cannot flip in the context's dtype (DLA-10.3)."""
+    scores = case.inputs.get("scores")
+    if case.config.score == "external" and scores is not None and _dyadic(np.asarray(scores)):
+        return True
+    return float(case.min_margin) > ctx.margin_bound
+
+
+def _valid(ctx: Context, case: Any) -> list[Comparison]:
+    inputs = {n: np.asarray(x) for n, x in case.inputs.items()}
+    args = [inputs[n] for n in ("q", "k", "v", "g", "lam")]
+    kw = {n: inputs[n] for n in _FORWARD_KW if n in inputs}
+    safe = decisions_safe(case, ctx)
+    injected = getattr(case, "plan", None)
+    note = ""
+    if injected is not None:
+        kw["plan"] = injected
+    elif not safe and case.expected_plan is not None:
+        kw["plan"] = case.expected_plan
+        note = f"margin {case.min_margin:.3g} <= {ctx.margin_bound:g}: plan injected; "
+    comps: list[Comparison] = []
+    o, cache = ctx.adapter.forward(
+        *args,
+        case.config,
+        initial_cache=case.initial_cache,
+        output_final_cache=bool(case.output_final_cache),
+        **kw,
+    )
+    if case.expected_o is not None:
+        comps.append(compare(o, case.expected_o, ctx.dtype))
+    if case.expected_cache is not None:
+        if cache is None:
+            comps.append(Comparison(False, "cache", message="no final cache returned (DLA-7.1)"))
+        else:
+            comps.append(compare_cache(cache, case.expected_cache, ctx.dtype))
+    if case.expected_plan is not None and safe:
+        pkw = {n: inputs[n] for n in ("scores", "cu_seqlens") if n in inputs}
+        if case.config.score == "key_cosine":
+            pkw["k"] = inputs["k"]
+        plan = ctx.adapter.make_plan(case.config, initial_cache=case.initial_cache, **pkw)
+        comps.append(compare_plan(plan, case.expected_plan))
+    if not comps:
+        comps.append(Comparison(False, "golden", message="the case has nothing to compare"))
+    return [_prefix(c, note) for c in comps]
+
+
+def _prefix(c: Comparison, note: str) -> Comparison:
+    if not note:
+        return c
+    return Comparison(
+        c.passed,
+        c.field,
+        c.rel_rms,
+        c.rms_bound,
+        c.where,
+        c.error,
+        c.bound,
+        note + c.message,
+        c.extra,
+    )
+
+
+def _raw(ctx: Context, x: Any, cast: bool, float_dtype: str) -> Any:
+    """An invalid case's argument in the implementation's kind, its dtype kept unless ``cast``."""
+    if isinstance(x, (Cache, Plan)):
+        cd = ctx.adapter.cache_dtype
+        return type(x)(**{f: _raw(ctx, getattr(x, f), cast, cd) for f in x.__dataclass_fields__})
+    if not isinstance(x, np.ndarray):
+        return x
+    dtype = float_dtype if cast and x.dtype == np.float64 else None
+    if ctx.adapter.array == "numpy":
+        return x.astype(dtype) if dtype else x
+    import torch
+
+    t = torch.as_tensor(np.ascontiguousarray(x)).to(ctx.device)
+    return t.to(getattr(torch, dtype)) if dtype else t
+
+
+def _invalid(ctx: Context, case: Any) -> Comparison:
+    """The implementation must raise the named exception type (DLA-9)."""
+    inputs = dict(case.inputs)
+    floats = [x for x in inputs.values() if isinstance(x, np.ndarray) and x.dtype.kind == "f"]
+    cast = all(x.dtype == np.float64 for x in floats)  # a case mixing dtypes is passed as it is
+    conv = {n: _raw(ctx, x, cast, ctx.dtype) for n, x in inputs.items()}
+    args = [conv.get(n) for n in ("q", "k", "v", "g", "lam")]
+    kw = {n: conv[n] for n in _FORWARD_KW if n in conv}
+    cache = None if case.initial_cache is None else _raw(ctx, case.initial_cache, cast, ctx.dtype)
+    if getattr(case, "plan", None) is not None:
+        kw["plan"] = _raw(ctx, case.plan, False, ctx.dtype)
+    expected = case.error or "ValueError"
+    try:
+        ctx.adapter.impl.forward(
+            *args,
+            case.config,
+            initial_cache=cache,
+            output_final_cache=bool(case.output_final_cache),
+            **kw,
+        )
+    except Exception as exc:
+        got = type(exc).__name__
+        ok = any(k.__name__ == expected for k in type(exc).__mro__)
+        return Comparison(
+            ok, "error", message=f"raised {got}: {exc}" + ("" if ok else f"; expected {expected}")
+        )
+    return Comparison(False, "error", message=f"no error raised; expected {expected}")
+
+
+def _golden_check(ctx: Context, case: Any) -> Check:
+    if case.kind == "invalid":
+        clause = case.error_clause or ", ".join(case.clauses)
+        run: Callable[[], Any] = lambda: _invalid(ctx, case)  # noqa: E731
+    else:
+        clause = ", ".join(case.clauses)
+        run = lambda: _valid(ctx, case)  # noqa: E731
+    return Check("golden", clause or "DLA-10.2", f"{case.kind} {case.name}", run)
+
+
+def golden_checks(ctx: Context) -> list[Check]:
+    try:
+        golden = importlib.import_module("dla.conformance.golden")
+        cases = list(golden.iter_cases())
+    except Exception as exc:  # missing module or fixtures: a failure of this level only
+        return _unavailable("golden", "DLA-10.2", "golden fixtures (dla.conformance.golden)", exc)
+    if not cases:
+        return _unavailable("golden", "DLA-10.2", "golden fixtures", LookupError("no cases found"))
+    return [_golden_check(ctx, c) for c in cases]
+
+
+# ------------------------------------------------------------------ properties
+def property_checks(ctx: Context) -> list[Check]:
+    try:
+        props = importlib.import_module("dla.conformance.properties")
+        fn = props.property_checks
+    except Exception as exc:
+        return _unavailable(
+            "properties", "DLA-3.6", "property checks (dla.conformance.properties)", exc
+        )
+
+    def run() -> list[ClauseResult]:
+        results = list(fn(ctx.adapter, ctx.profile.name, ctx.seed))
+        for r in results:
+            r.level = "properties"
+        return results
+
+    return [Check("properties", "DLA-3.6", "property checks", run)]

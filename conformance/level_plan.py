@@ -1,0 +1,214 @@
+"""The ``plan`` level: exact plan parity with the reference (DLA-6.2).
+
+Key-cosine plans are checked on inputs whose decision margins exceed the
+dtype's bound; external scores on a dyadic grid, where ties are exact and the
+strict boundary (DLA-3.1) and the oldest-pair tie-break (DLA-3.4) decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dla.reference as ref
+import numpy as np
+from dla.conformance.checks import Check, Context
+from dla.conformance.inputs import (
+    cu_seqlens_for,
+    dyadic_scores,
+    fenwick_config,
+    margin_inputs,
+    piece_lengths,
+)
+from dla.conformance.tolerance import Comparison, compare_plan
+from dla.reference.policies import fenwick_capacity
+
+from dla.config import Config
+
+LEVEL = "plan"
+
+
+def expect_error(fn: Callable[[], Any], exc_type: type[BaseException], what: str) -> Comparison:
+    """Passes when ``fn()`` raises ``exc_type`` (DLA-9: bad input gets a clear error)."""
+    try:
+        fn()
+    except exc_type as exc:
+        return Comparison(True, "error", message=f"{what}: raised {exc_type.__name__}: {exc}")
+    except Exception as exc:
+        return Comparison(
+            False,
+            "error",
+            message=f"{what}: raised {type(exc).__name__}: {exc}, expected {exc_type.__name__}",
+        )
+    return Comparison(False, "error", message=f"{what}: no error, expected {exc_type.__name__}")
+
+
+def _zero_some_keys(rng: np.random.Generator) -> Callable[[dict], dict]:
+    def transform(inputs: dict) -> dict:
+        k = inputs["k"].copy()
+        mask = rng.random(k.shape[:3]) < 0.15
+        k[mask] = 0.0
+        return {**inputs, "k": k}
+
+    return transform
+
+
+def _key_cosine_parity(
+    ctx: Context,
+    config: Config,
+    key: tuple,
+    zero_keys: bool = False,
+) -> Callable[[], Comparison]:
+    def run() -> Comparison:
+        rng = ctx.rng(LEVEL, *key)
+        tr = _zero_some_keys(rng) if zero_keys else None
+        inputs, _ = margin_inputs(
+            rng, ctx.profile.shape, config, ctx.dtype, ctx.margin_bound, transform=tr
+        )
+        expected = ref.make_plan(config, k=inputs["k"])
+        return compare_plan(ctx.adapter.make_plan(config, k=inputs["k"]), expected)
+
+    return run
+
+
+def _dyadic_parity(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
+    def run() -> Comparison:
+        s = ctx.profile.shape
+        scores = dyadic_scores(ctx.rng(LEVEL, *key), (s.B, s.T, s.H))
+        expected = ref.make_plan(config, scores=scores)
+        return compare_plan(ctx.adapter.make_plan(config, scores=scores), expected)
+
+    return run
+
+
+def _streaming_parity(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
+    """DLA-2.3, DLA-7.2: planning a suffix from a carried cache."""
+
+    def run() -> Comparison:
+        rng = ctx.rng(LEVEL, *key)
+        s = ctx.profile.shape
+        inputs, _ = margin_inputs(rng, s, config, ctx.dtype, ctx.margin_bound)
+        P = int(rng.integers(1, s.T))
+        pre = {n: x[:, :P] for n, x in inputs.items()}
+        _, cache = ref.forward(
+            pre["q"], pre["k"], pre["v"], pre["g"], pre["lam"], config, output_final_cache=True
+        )
+        cache = ctx.quantize_cache(cache)
+        k = inputs["k"][:, P:]
+        expected = ref.make_plan(config, k=k, initial_cache=cache)
+        return compare_plan(ctx.adapter.make_plan(config, k=k, initial_cache=cache), expected)
+
+    return run
+
+
+def _varlen_parity(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
+    """DLA-8.1: each packed sequence is planned fresh."""
+
+    def run() -> Comparison:
+        rng = ctx.rng(LEVEL, *key)
+        s = ctx.profile.shape
+        lengths = piece_lengths(rng, s.T, ctx.profile.seq_lengths)
+        cu = cu_seqlens_for(lengths)
+        scores = dyadic_scores(rng, (1, s.T, s.H))
+        expected = ref.make_plan(config, scores=scores, cu_seqlens=cu)
+        return compare_plan(ctx.adapter.make_plan(config, scores=scores, cu_seqlens=cu), expected)
+
+    return run
+
+
+def checks(ctx: Context) -> list[Check]:
+    """Every check of the plan level for this context."""
+    out: list[Check] = []
+    T = ctx.profile.shape.T
+    for rep in range(ctx.profile.repeats):
+        if ctx.supports(policy="dla"):
+            for C, tau in ((1, 0.5), (3, 0.5), (5, 1.0)):
+                cfg = Config(capacity=C, tau=tau)
+                out.append(
+                    Check(
+                        LEVEL,
+                        "DLA-2.1, DLA-3.3",
+                        f"dla key_cosine C={C} tau={tau} margin>{ctx.margin_bound:g} #{rep}",
+                        _key_cosine_parity(ctx, cfg, ("kc", C, tau, rep)),
+                    )
+                )
+            cfg = Config(capacity=3, tau=0.5)
+            out.append(
+                Check(
+                    LEVEL,
+                    "DLA-2.2",
+                    f"dla key_cosine zero-norm keys #{rep}",
+                    _key_cosine_parity(ctx, cfg, ("zero", rep), zero_keys=True),
+                )
+            )
+            for C, tau in ((2, 0.5), (4, 0.75), (3, 0.0)):
+                cfg = Config(capacity=C, tau=tau, score="external")
+                out.append(
+                    Check(
+                        LEVEL,
+                        "DLA-3.1, DLA-3.4",
+                        f"dla external dyadic ties C={C} tau={tau} #{rep}",
+                        _dyadic_parity(ctx, cfg, ("dy", C, tau, rep)),
+                    )
+                )
+            cfg = Config(capacity=T, tau=-1.0, score="external")
+            out.append(
+                Check(
+                    LEVEL,
+                    "DLA-3.1",
+                    f"dla tau<0 C>=T: one state per token #{rep}",
+                    _dyadic_parity(ctx, cfg, ("pertoken", rep)),
+                )
+            )
+        if ctx.supports(policy="fenwick"):
+            cfg = fenwick_config(T, score="external")
+            out.append(
+                Check(
+                    LEVEL,
+                    "DLA-4.1, DLA-4.2",
+                    f"fenwick C={cfg.capacity} #{rep}",
+                    _dyadic_parity(ctx, cfg, ("fw", rep)),
+                )
+            )
+        if "streaming" in ctx.claims["levels"] and ctx.supports(policy="dla"):
+            cfg = Config(capacity=3, tau=0.5)
+            out.append(
+                Check(
+                    LEVEL,
+                    "DLA-2.3, DLA-7.2",
+                    f"dla key_cosine from a carried cache #{rep}",
+                    _streaming_parity(ctx, cfg, ("stream", rep)),
+                )
+            )
+        if "varlen" in ctx.claims["levels"] and ctx.supports(policy="dla"):
+            cfg = Config(capacity=3, tau=0.5, score="external")
+            out.append(
+                Check(
+                    LEVEL,
+                    "DLA-8.1",
+                    f"dla external cu_seqlens #{rep}",
+                    _varlen_parity(ctx, cfg, ("varlen", rep)),
+                )
+            )
+    if ctx.supports(policy="fenwick"):
+        out.append(
+            Check(
+                LEVEL,
+                "DLA-9.11",
+                "fenwick capacity too small raises ValueError",
+                lambda: _fenwick_too_small(ctx),
+            )
+        )
+    return out
+
+
+def _fenwick_too_small(ctx: Context) -> Comparison:
+    T = ctx.profile.shape.T
+    cfg = Config(capacity=fenwick_capacity(T) - 1, policy="fenwick", score="external")
+    s = ctx.profile.shape
+    scores = dyadic_scores(ctx.rng(LEVEL, "fw-small"), (s.B, s.T, s.H))
+    return expect_error(
+        lambda: ctx.adapter.make_plan(cfg, scores=scores),
+        ValueError,
+        f"make_plan fenwick C={cfg.capacity} T={T}",
+    )

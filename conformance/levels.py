@@ -1,0 +1,72 @@
+"""The conformance levels (DESIGN section 4, spec DLA-11.2) and how a run is assembled.
+
+Each claimed level is certified separately, in each claimed dtype and on
+each claimed device; ``properties`` runs for every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dla.conformance import (
+    level_external,
+    level_gradients,
+    level_numeric,
+    level_plan,
+    level_streaming,
+)
+from dla.conformance.adapter import Adapter
+from dla.conformance.checks import Check, Context, get_profile
+from dla.conformance.loader import ALL_LEVELS, ALWAYS_LEVELS, LEVELS, LoadedImpl
+
+LEVEL_CHECKS: dict[str, Callable[[Context], list[Check]]] = {
+    "plan": level_plan.checks,
+    "execute": level_numeric.execute_checks,
+    "end_to_end": level_numeric.end_to_end_checks,
+    "streaming": level_streaming.streaming_checks,
+    "varlen": level_streaming.varlen_checks,
+    "gradients": level_gradients.checks,
+    "golden": level_external.golden_checks,
+    "properties": level_external.property_checks,
+}
+assert tuple(LEVEL_CHECKS) == ALL_LEVELS
+
+
+def resolve_levels(levels: Sequence[str] | str | None, claims: dict[str, Any]) -> list[str]:
+    """The levels to run: the claimed ones plus ``properties``, or the ones asked for."""
+    if levels is None:
+        wanted = [lv for lv in LEVELS if lv in claims["levels"]] + list(ALWAYS_LEVELS)
+    else:
+        wanted = [levels] if isinstance(levels, str) else list(levels)
+    unknown = [lv for lv in wanted if lv not in ALL_LEVELS]
+    if unknown:
+        raise ValueError(f"levels: unknown {unknown}; known: {list(ALL_LEVELS)}")
+    return [lv for lv in ALL_LEVELS if lv in wanted]
+
+
+def _as_list(value: Sequence[str] | str | None, claimed: Sequence[str]) -> list[str]:
+    if value is None:
+        return list(claimed)
+    return [value] if isinstance(value, str) else list(value)
+
+
+def collect(
+    loaded: LoadedImpl,
+    levels: list[str],
+    dtypes: Sequence[str] | str | None,
+    devices: Sequence[str] | str | None,
+    profile: str,
+    seed: int,
+) -> tuple[list[str], list[str], list[tuple[Context, Check]]]:
+    """Every (context, check) of a run, listed without running anything."""
+    prof = get_profile(profile)
+    dts = _as_list(dtypes, loaded.claims["dtypes"])
+    dvs = _as_list(devices, loaded.claims["devices"])
+    out: list[tuple[Context, Check]] = []
+    for device in dvs:
+        for dtype in dts:
+            ctx = Context(Adapter(loaded, dtype, device), prof, seed)
+            for level in levels:
+                out.extend((ctx, c) for c in LEVEL_CHECKS[level](ctx))
+    return dts, dvs, out
