@@ -189,6 +189,7 @@ def forward(
         if plan_r is not None:
             rp = RowPlan(**{f: plan_r[f][:, a:b] for f in ("boundary", "count", "starts", "labels")},
                          boundary_margin=rp.boundary_margin, merge_margin=rp.merge_margin)
+            val.check_plan_coarsens(rp.starts, rp.count, part.starts, part.count, part.position)
         sl = {n_: x[:, a:b] for n_, x in rows.items()}
         if masked:
             o[:, a:b] = execute_masked_rows(sl["q"], sl["k"], sl["v"], sl["g"], sl["lam"],

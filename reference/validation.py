@@ -44,16 +44,46 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, np.ndarray) or is_torch(x)
 
 
-def _require_array(name: str, x: Any) -> None:
+def _require_array(name: str, x: Any, clause: str = "DLA-9.3") -> None:
     if not _is_array(x):
-        raise TypeError(f"{name}: expected an array or tensor, got {type(x).__name__}")
+        raise TypeError(f"{name}: expected an array or tensor, got {type(x).__name__} ({clause})")
 
 
-def _require_shape(name: str, x: Any, expected: tuple[int, ...], layout: str) -> None:
+def _require_shape(
+    name: str, x: Any, expected: tuple[int, ...], layout: str, clause: str = "DLA-9.1"
+) -> None:
     if tuple(x.shape) != expected:
         raise ValueError(
-            f"{name}: expected shape {layout} = {list(expected)}, got {list(x.shape)} (DLA-9.1)"
+            f"{name}: expected shape {layout} = {list(expected)}, got {list(x.shape)} ({clause})"
         )
+
+
+def _host(x: Any) -> np.ndarray:
+    """A NumPy copy of an array or tensor, for checks of its values."""
+    return np.asarray(x.detach().cpu().numpy() if is_torch(x) else x)
+
+
+def _require_int(name: str, x: Any, clause: str) -> None:
+    _require_array(name, x, clause)
+    if dtype_name(x) not in _INT_NAMES:
+        raise TypeError(f"{name}: expected int32 or int64, got {dtype_name(x)} ({clause})")
+
+
+def _check_slots(owner: str, starts: np.ndarray, labels: np.ndarray, count: np.ndarray,
+                 clause: str) -> None:
+    """DLA-3.6, DLA-6.1, DLA-7.1: the ``count`` used slots (oldest first) of every row hold
+    strictly increasing starts from 0 and labels in ``[0, C)``; unused slots hold -1.
+    """
+    C = starts.shape[-1]
+    used = np.arange(C) < count[..., None]
+    if np.any(np.where(used, False, (starts != -1) | (labels != -1))):
+        raise ValueError(f"{owner}.starts: slots >= count must hold -1 in starts and labels ({clause})")
+    if np.any((count > 0) & (starts[..., 0] != 0)):
+        raise ValueError(f"{owner}.starts: the oldest state must start at position 0 ({clause})")
+    if np.any(used[..., 1:] & (np.diff(starts, axis=-1) <= 0)):
+        raise ValueError(f"{owner}.starts: starts must strictly increase over the used slots ({clause})")
+    if np.any(used & ((labels < 0) | (labels >= C))):
+        raise ValueError(f"{owner}.labels: used slots need labels in [0, C = {C}) ({clause})")
 
 
 def _require_float(name: str, x: Any) -> None:
@@ -93,14 +123,14 @@ def check_dtypes(named: dict[str, Any]) -> None:
     """DLA-1.3: ``q``, ``k``, ``v`` share one dtype; gate-like tensors use it or float32."""
     qkv = {n: dtype_name(x) for n, x in named.items() if n in ("q", "k", "v")}
     if len(set(qkv.values())) > 1:
-        raise TypeError(f"q, k, v: must share one dtype (DLA-1.3), got {qkv}")
+        raise TypeError(f"q, k, v: must share one dtype (DLA-1.3, DLA-9.3), got {qkv}")
     compute = qkv.get("q")
     for n, x in named.items():
         if n in ("q", "k", "v") or x is None:
             continue
         if dtype_name(x) not in (compute, "float32", "float64"):
             raise TypeError(
-                f"{n}: dtype must be q's dtype ({compute}), float32 or float64 (DLA-1.3), "
+                f"{n}: dtype must be q's dtype ({compute}), float32 or float64 (DLA-1.3, DLA-9.3), "
                 f"got {dtype_name(x)}"
             )
 
@@ -200,7 +230,7 @@ def check_plan_inputs(config: Config, k: Any, scores: Any) -> tuple[int, int, in
 
 def check_cu_seqlens(cu_seqlens: Any, B: int, T: int) -> np.ndarray:
     """DLA-8.1, DLA-9.8: ``cu_seqlens`` is ``[N + 1]`` integers from 0 to ``T``, non-decreasing."""
-    _require_array("cu_seqlens", cu_seqlens)
+    _require_array("cu_seqlens", cu_seqlens, "DLA-9.8")
     if dtype_name(cu_seqlens) not in _INT_NAMES:
         raise TypeError(f"cu_seqlens: expected int32 or int64, got {dtype_name(cu_seqlens)} (DLA-9.8)")
     cu = np.asarray(cu_seqlens.detach().cpu().numpy() if is_torch(cu_seqlens) else cu_seqlens)
@@ -220,14 +250,11 @@ def check_cache(cache: Any, N: int, H: int, C: int, K: int | None, V: int | None
     if not isinstance(cache, Cache):
         raise TypeError(f"initial_cache: expected dla.Cache, got {type(cache).__name__} (DLA-9.9)")
     for f in ("states", "info", "prev_key"):
-        _require_array(f"initial_cache.{f}", getattr(cache, f))
+        _require_array(f"initial_cache.{f}", getattr(cache, f), "DLA-9.9")
         _require_float(f"initial_cache.{f}", getattr(cache, f))
         _require_finite(f"initial_cache.{f}", getattr(cache, f))
     for f in ("starts", "labels", "count", "position"):
-        x = getattr(cache, f)
-        _require_array(f"initial_cache.{f}", x)
-        if dtype_name(x) not in _INT_NAMES:
-            raise TypeError(f"initial_cache.{f}: expected int32 or int64, got {dtype_name(x)} (DLA-9.9)")
+        _require_int(f"initial_cache.{f}", getattr(cache, f), "DLA-9.9")
     st = cache.states
     if st.ndim != 5 or tuple(st.shape[:3]) != (N, H, C):
         raise ValueError(
@@ -237,22 +264,30 @@ def check_cache(cache: Any, N: int, H: int, C: int, K: int | None, V: int | None
     if K is not None and st.shape[3] != K or V is not None and st.shape[4] != V:
         raise ValueError(f"initial_cache.states: K, V must be {K}, {V}, got {list(st.shape[3:])} (DLA-9.9)")
     Kc = int(st.shape[3])
-    _require_shape("initial_cache.info", cache.info, (N, H, C), "[N, H, C]")
-    _require_shape("initial_cache.starts", cache.starts, (N, H, C), "[N, H, C]")
-    _require_shape("initial_cache.labels", cache.labels, (N, H, C), "[N, H, C]")
-    _require_shape("initial_cache.count", cache.count, (N, H), "[N, H]")
-    _require_shape("initial_cache.prev_key", cache.prev_key, (N, H, Kc), "[N, H, K]")
-    _require_shape("initial_cache.position", cache.position, (N,), "[N]")
-    cnt = np.asarray(cache.count.cpu() if is_torch(cache.count) else cache.count)
-    pos = np.asarray(cache.position.cpu() if is_torch(cache.position) else cache.position)
+    for f, shape, layout in (
+        ("info", (N, H, C), "[N, H, C]"),
+        ("starts", (N, H, C), "[N, H, C]"),
+        ("labels", (N, H, C), "[N, H, C]"),
+        ("count", (N, H), "[N, H]"),
+        ("prev_key", (N, H, Kc), "[N, H, K]"),
+        ("position", (N,), "[N]"),
+    ):
+        _require_shape(f"initial_cache.{f}", getattr(cache, f), shape, layout, "DLA-9.9")
+    cnt, pos = _host(cache.count), _host(cache.position)
     if np.any(cnt < 0) or np.any(cnt > C):
         raise ValueError(f"initial_cache.count: must lie in [0, C = {C}] (DLA-9.9)")
     if np.any(pos < 0) or np.any((cnt == 0) != (pos[:, None] == 0)):
         raise ValueError("initial_cache.position: must be >= 0, and 0 exactly when count == 0 (DLA-9.9)")
+    starts = _host(cache.starts)
+    _check_slots("initial_cache", starts, _host(cache.labels), cnt, "DLA-9.9")
+    if np.any(starts >= pos[:, None, None]):
+        raise ValueError("initial_cache.starts: every start must be < position (DLA-9.9)")
+    if np.any(_host(cache.info) < 0):
+        raise ValueError("initial_cache.info: information is a sum of scores, so >= 0 (DLA-3.2, DLA-9.9)")
 
 
 def check_plan(plan: Any, B: int, T: int, H: int, C: int) -> None:
-    """DLA-6.2, DLA-9.10: an injected plan has the layout of the spec."""
+    """DLA-6.1, DLA-6.2, DLA-9.10: an injected plan has the layout and the slot rules of the spec."""
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected dla.Plan, got {type(plan).__name__} (DLA-9.10)")
     for f, shape, layout in (
@@ -262,8 +297,38 @@ def check_plan(plan: Any, B: int, T: int, H: int, C: int) -> None:
         ("labels", (B, T, H, C), "[B, T, H, C]"),
     ):
         x = getattr(plan, f)
-        _require_array(f"plan.{f}", x)
-        _require_shape(f"plan.{f}", x, shape, layout)
-    cnt = np.asarray(plan.count.cpu() if is_torch(plan.count) else plan.count)
+        _require_array(f"plan.{f}", x, "DLA-9.10")
+        _require_shape(f"plan.{f}", x, shape, layout, "DLA-9.10")
+        if f == "boundary" and dtype_name(x) != "bool":
+            raise TypeError(f"plan.boundary: expected bool, got {dtype_name(x)} (DLA-6.1, DLA-9.10)")
+        if f != "boundary":
+            _require_int(f"plan.{f}", x, "DLA-6.1, DLA-9.10")
+    cnt = _host(plan.count)
     if T and (cnt.min() < 1 or cnt.max() > C):
         raise ValueError(f"plan.count: must lie in [1, C = {C}] at every readout (DLA-3.6, DLA-9.10)")
+    _check_slots("plan", _host(plan.starts), _host(plan.labels), cnt, "DLA-3.6, DLA-9.10")
+
+
+def check_plan_coarsens(starts: np.ndarray, count: np.ndarray, starts0: np.ndarray,
+                        count0: np.ndarray, position0: np.ndarray) -> None:
+    """DLA-3.6, DLA-9.10: from one readout to the next a plan only coarsens, plus the new token.
+
+    Row form (NumPy): ``starts [R, T, C]``, ``count [R, T]`` for one sequence
+    of each row, continuing ``starts0 [R, C]``, ``count0 [R]`` at ``position0
+    [R]`` tokens. Every used start at ``t`` is a used start at ``t - 1`` or the
+    position of token ``t`` itself.
+    """
+    R, T, C = starts.shape
+    prev_starts = np.concatenate([starts0[:, None], starts[:, :-1]], axis=1)  # [R, T, C]
+    prev_count = np.concatenate([count0[:, None], count[:, :-1]], axis=1)
+    prev_used = np.arange(C) < prev_count[..., None]
+    used = np.arange(C) < count[..., None]
+    pos = position0[:, None] + np.arange(T)  # [R, T]
+    kept = ((starts[..., :, None] == prev_starts[..., None, :]) & prev_used[..., None, :]).any(-1)
+    ok = ~used | kept | (starts == pos[..., None])
+    if not ok.all():
+        r, t = (int(i) for i in np.argwhere(~ok.all(-1))[0])
+        raise ValueError(
+            f"plan.starts: at row {r}, position {int(pos[r, t])} a state starts where none started "
+            "before; a plan may only merge states and open one at the current token (DLA-3.6, DLA-9.10)"
+        )
