@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from dla.reference import forward, make_plan
+from dla.reference import empty_cache, forward, make_plan
 from dla.reference.policies import fenwick_capacity, fenwick_level
 
 from dla.cache import Cache
@@ -98,6 +98,7 @@ class Built:
     initial_cache: Cache | None = None
     plan: Plan | None = None
     derived: tuple[str, ...] = ()
+    grad_output: np.ndarray | None = None  # cotangent of o for the gradient fixtures (DLA-10.5)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class ErrorSpec:
 
     type: str  # "ValueError" or "TypeError"
     clause: str
-    names: str  # the argument the message must name
+    argument: str  # the message must start with it (DLA-9.13)
     stage: str = "forward"  # "forward", or "config" when dla.Config itself must refuse
 
 
@@ -137,6 +138,7 @@ class CaseSpec:
     check: Callable[[Outcome], None] | None = None
     margin_floor: float | None = None  # search seeds upward until min_margin >= this
     error: ErrorSpec | None = None
+    gradients: bool = False  # store finite-difference gradients of sum(grad_output * o)
 
     @property
     def kind(self) -> str:
@@ -374,16 +376,8 @@ def check_strong_decay(out: Outcome) -> None:
 
 
 def check_fenwick(out: Outcome) -> None:
-    """DLA-4.1: the state holding token s at readout t has level bit_length(t XOR s)."""
-    p = out.plan
-    T, C = p.count.shape[1], p.starts.shape[-1]
-    for t in range(T):
-        lv = fenwick_level(t, np.arange(t + 1))
-        starts = p.starts[0, t, 0]
-        labels = p.labels[0, t, 0]
-        slot = np.searchsorted(starts[: p.count[0, t, 0]], np.arange(t + 1), side="right") - 1
-        assert np.array_equal(labels[slot], lv), f"fenwick levels differ at t={t}"
-    assert C >= fenwick_capacity(T)
+    """DLA-4.1, DLA-4.4 and, on the gla base, DLA-5.4."""
+    check_fenwick_levels(out)
     if out.config.base == "gla":
         check_masked(out)
 
@@ -414,6 +408,8 @@ def check_stream(index: int) -> Callable[[Outcome], None]:
         assert np.allclose(out.o, o_full[:, a:b], rtol=1e-10, atol=1e-12), "o != one pass"
         for f in ("boundary", "count", "starts", "labels"):
             assert np.array_equal(getattr(out.plan, f), getattr(plan_full, f)[:, a:b]), f
+        if index == 0:
+            check_closed_form(out)
         if b == sum(STREAM_PIECES):
             assert out.cache is not None and np.array_equal(out.cache.starts, cache_full.starts)
             assert np.allclose(out.cache.states, cache_full.states, rtol=1e-10, atol=1e-12)
@@ -441,6 +437,8 @@ def check_varlen(out: Outcome) -> None:
         o, c = forward(**piece, config=out.config, initial_cache=row, output_final_cache=True)
         assert np.allclose(out.o[:, a:b], o, rtol=1e-10, atol=1e-12), f"sequence {n} differs"
         assert out.cache is not None and np.array_equal(out.cache.count[n], c.count[0])
+        if a == b and c0 is not None:  # DLA-8.2: an empty sequence keeps its initial row
+            assert np.array_equal(out.cache.states[n], c0.states[n])
     assert (np.diff(cu) == 0).any() and (np.diff(cu) == 1).any()
 
 
@@ -520,317 +518,239 @@ def _with_plan(edit: Callable[[Plan], Plan]) -> Callable[[Draws, CaseSpec], Buil
     return mutate(f)
 
 
-# ----------------------------------------------------------------- the catalogue
+def check_closed_form(out: Outcome) -> None:
+    """DLA-5.6: a final state of a fresh gla sequence is sum_s exp(G_T-1 - G_s) k_s v_s^T."""
+    x, c = out.built.inputs, out.cache
+    assert c is not None and out.config.base == "gla"
+    G = np.cumsum(x["g"], axis=1)  # [B, T, H]
+    T = G.shape[1]
+    for b, h in np.ndindex(c.count.shape):
+        starts = [*c.starts[b, h, : c.count[b, h]], T]
+        for j in range(c.count[b, h]):
+            s = np.arange(starts[j], starts[j + 1])
+            w = np.exp(G[b, -1, h] - G[b, s, h])
+            S = np.einsum("s,sk,sv->kv", w, x["k"][b, s, h], x["v"][b, s, h])
+            assert np.allclose(c.states[b, h, j], S, rtol=1e-10, atol=1e-12), "closed form"
 
-BASICS = (
-    "DLA-1.1",
-    "DLA-1.2",
-    "DLA-1.3",
-    "DLA-1.4",
-    "DLA-5.3",
-    "DLA-6.1",
-    "DLA-10.1",
-    "DLA-10.2",
-    "DLA-11.1",
-)
-DLA_POLICY = (
-    "DLA-2.1",
-    "DLA-2.3",
-    "DLA-3.1",
-    "DLA-3.2",
-    "DLA-3.3",
-    "DLA-3.5",
-    "DLA-3.6",
-    "DLA-6.3",
-)
+
+def with_empty_cache(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-7.3: an explicit empty cache (position 0) is the same as no cache."""
+    s = spec.dims
+    x = draw_inputs(d, s, spec.make_config())
+    return Built(x, initial_cache=empty_cache(s.B, s.H, spec.config["capacity"], s.K, s.V))
+
+
+def check_empty_cache(out: Outcome) -> None:
+    o, c = forward(**out.built.inputs, config=out.config, output_final_cache=True)
+    assert np.array_equal(o, out.o) and out.cache is not None and c is not None
+    assert np.array_equal(out.cache.starts, c.starts)
+
+
+FENWICK_PIECES = (11, 10)
+
+
+def fenwick_continue(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-4 with DLA-7: a fenwick sequence continued from a cache at position 11."""
+    cfg = spec.make_config()
+    full = draw_inputs(d, replace(spec.dims, T=sum(FENWICK_PIECES)), cfg)
+    _, cache = _run(_slice(full, 0, FENWICK_PIECES[0]), cfg)
+    return Built(_slice(full, FENWICK_PIECES[0], sum(FENWICK_PIECES)), initial_cache=cache,
+                 derived=CACHE_KEYS)
+
+
+def check_fenwick_continue(out: Outcome) -> None:
+    """DLA-1.5, DLA-7.2: positions continue from 11; the result equals one pass."""
+    check_fenwick_levels(out, offset=FENWICK_PIECES[0])
+    x = out.built.inputs
+    assert out.cache is not None and out.built.initial_cache is not None
+    assert int(out.cache.position[0]) == sum(FENWICK_PIECES)
+    assert (out.cache.info != 0).any(), "DLA-2.5: information accumulated under fenwick"
+    assert x["k"].shape[1] == FENWICK_PIECES[1]
+
+
+def check_fenwick_levels(out: Outcome, offset: int = 0) -> None:
+    """DLA-4.1: the state holding position s at readout p has level bit_length(p XOR s)."""
+    p = out.plan
+    for b, t, h in np.ndindex(p.count.shape):
+        pos = offset + t
+        n = p.count[b, t, h]
+        slot = np.searchsorted(p.starts[b, t, h, :n], np.arange(pos + 1), side="right") - 1
+        lv = fenwick_level(pos, np.arange(pos + 1))
+        assert np.array_equal(p.labels[b, t, h, slot], lv), f"fenwick levels differ at {pos}"
+    assert np.isinf(out.boundary_margin).all() and np.isinf(out.merge_margin).all(), "DLA-4.4"
+
+
+def gradient_inputs(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-10.5: inputs away from the domain edges (g < 0, 0 < beta < 2) and a cotangent."""
+    s, cfg = spec.dims, spec.make_config()
+    x = draw_inputs(d, s, cfg, g_range=(-0.5, -0.05))
+    if "beta" in x:
+        x["beta"] = d.uniform(x["beta"].shape, 0.1, 0.9)
+    w = d.uniform((s.B, s.T, s.H, s.V))
+    return Built(x, plan=make_plan(cfg, k=x["k"]), grad_output=w)
+
+
+DIFFERENTIABLE = ("q", "k", "v", "g", "lam", "beta")
+FD_STEP = 1e-6
+
+
+def fd_gradients(built: Built, cfg: Config) -> dict[str, np.ndarray]:
+    """Central finite differences of ``sum(grad_output * o)`` with the plan frozen (DLA-10.5)."""
+    x, w = built.inputs, built.grad_output
+    assert w is not None and built.plan is not None
+
+    def loss(y: dict[str, np.ndarray]) -> float:
+        o, _ = forward(**y, config=cfg, plan=built.plan)
+        return float(np.sum(w * o))
+
+    grads = {}
+    for name in (n for n in DIFFERENTIABLE if n in x):
+        g = np.zeros_like(x[name])
+        for idx in np.ndindex(x[name].shape):
+            hi, lo = x[name].copy(), x[name].copy()
+            hi[idx] += FD_STEP
+            lo[idx] -= FD_STEP
+            g[idx] = (loss({**x, name: hi}) - loss({**x, name: lo})) / (2 * FD_STEP)
+        grads[name] = g
+    return grads
+
+
+def check_gradients(out: Outcome) -> None:
+    assert out.built.plan is not None and out.built.plan.equals(out.plan), "plan not frozen"
+
+
+# ----------------------------------------------------------------- the catalogue
+# fmt: off
+
+BASICS = ("DLA-1.1", "DLA-1.2", "DLA-1.3", "DLA-1.4", "DLA-5.3", "DLA-6.1", "DLA-10.1",
+          "DLA-10.2", "DLA-10.4", "DLA-11.1", "DLA-11.3", "DLA-11.5", "DLA-12.1", "DLA-12.7")
+DLA_POLICY = ("DLA-2.1", "DLA-2.3", "DLA-3.1", "DLA-3.2", "DLA-3.3", "DLA-3.5", "DLA-3.6",
+              "DLA-6.3")
+FENWICK = ("DLA-2.5", "DLA-3.6", "DLA-4.1", "DLA-4.2", "DLA-4.4", "DLA-6.3")
+STREAM = ("DLA-1.5", "DLA-7.1", "DLA-7.2", "DLA-7.4", "DLA-12.4")
 F32 = 1e-3  # margin floor of key-cosine cases: MARGIN_BOUND["float32"] of dla.conformance.tolerance
 
 S = Dims
 SMALL = Dims(B=1, T=6, H=2, K=4, V=3)
 GLA = {"capacity": 2, "tau": 0.5}
+SC = {"capacity": 3, "tau": 0.5}
 
 
-def valid(
-    name: str,
-    description: str,
-    config: dict[str, Any],
-    dims: Dims,
-    seed: int,
-    clauses: tuple[str, ...],
-    build: Callable[[Draws, CaseSpec], Built],
-    check: Callable[[Outcome], None] | None = None,
-    **kw: Any,
-) -> CaseSpec:
-    return CaseSpec(
-        name,
-        description,
-        config,
-        dims,
-        seed,
-        tuple(sorted(set(BASICS + clauses))),
-        build,
-        check=check,
-        **kw,
-    )
+def valid(name: str, description: str, config: dict[str, Any], dims: Dims, seed: int,
+          clauses: tuple[str, ...], build: Callable[[Draws, CaseSpec], Built],
+          check: Callable[[Outcome], None] | None = None, **kw: Any) -> CaseSpec:
+    return CaseSpec(name, description, config, dims, seed, tuple(sorted(set(BASICS + clauses))),
+                    build, check=check, **kw)
 
 
-def invalid(
-    name: str,
-    description: str,
-    error: ErrorSpec,
-    build: Callable[[Draws, CaseSpec], Built],
-    config: dict[str, Any] | None = None,
-    dims: Dims = SMALL,
-    seed: int = 900,
-) -> CaseSpec:
-    clauses = tuple(sorted({"DLA-11.1", error.clause}))
-    return CaseSpec(name, description, config or dict(GLA), dims, seed, clauses, build, error=error)
+def invalid(name: str, description: str, error: ErrorSpec,
+            build: Callable[[Draws, CaseSpec], Built], config: dict[str, Any] | None = None,
+            dims: Dims = SMALL, seed: int = 900, clauses: tuple[str, ...] = ()) -> CaseSpec:
+    every = {"DLA-9.13", "DLA-11.1", "DLA-12.7", "DLA-12.8", error.clause, *clauses}
+    return CaseSpec(name, description, config or dict(GLA), dims, seed, tuple(sorted(every)),
+                    build, error=error)
 
 
-def _valid_cases() -> list[CaseSpec]:
-    fen37 = fenwick_capacity(37)
+def _core_cases() -> list[CaseSpec]:
     return [
-        valid(
-            "gla_dla_basic",
-            "DLA policy, gla base, key-cosine scores with topic-like runs of keys",
-            {"capacity": 4, "tau": 0.5},
-            S(2, 33, 2, 8, 4),
-            1,
-            (*DLA_POLICY, "DLA-3.4", "DLA-5.1", "DLA-5.4", "DLA-10.3"),
-            plain(),
-            check_masked,
-            margin_floor=F32,
-        ),
-        valid(
-            "single_token",
-            "T = 1: the first token opens the only state",
-            {"capacity": 2, "tau": 0.5},
-            S(2, 1, 2, 4, 3),
-            2,
-            ("DLA-2.3", "DLA-3.1", "DLA-5.1"),
-            plain(),
-            check_single,
-        ),
-        valid(
-            "empty_sequence",
-            "T = 0: empty output and an empty final cache",
-            {"capacity": 2, "tau": 0.5},
-            S(1, 0, 2, 4, 3),
-            3,
-            ("DLA-7.1",),
-            plain(),
-            check_empty,
-            output_final_cache=True,
-        ),
-        valid(
-            "capacity_one",
-            "C = 1: DLA reduces to gated linear attention",
-            {"capacity": 1, "tau": 0.3},
-            S(1, 20, 2, 6, 4),
-            4,
-            (*DLA_POLICY, "DLA-3.4", "DLA-5.1", "DLA-5.5"),
-            plain(),
-            check_base_model,
-            margin_floor=F32,
-        ),
-        valid(
-            "state_per_token",
-            "C >= T with tau < 0: one state per token, no merge",
-            {"capacity": 16, "tau": -0.5},
-            S(1, 12, 2, 4, 3),
-            5,
-            (*DLA_POLICY, "DLA-5.1"),
-            plain(keys="uniform"),
-            check_state_per_token,
-        ),
-        valid(
-            "no_boundary",
-            "tau = 2.5 >= max score 2: one state for the whole sequence",
-            {"capacity": 3, "tau": 2.5},
-            S(1, 16, 2, 4, 3),
-            6,
-            (*DLA_POLICY, "DLA-5.1"),
-            plain(keys="uniform"),
-            check_no_boundary,
-        ),
-        valid(
-            "boundary_every_token",
-            "tau < 0 with C = 3: a boundary and a merge at every token",
-            {"capacity": 3, "tau": -0.25},
-            S(1, 24, 2, 4, 3),
-            7,
-            (*DLA_POLICY, "DLA-3.4", "DLA-5.1", "DLA-10.3"),
-            plain(keys="uniform"),
-            check_boundary_everywhere,
-            margin_floor=F32,
-        ),
-        valid(
-            "dyadic_ties",
-            "external scores on a dyadic grid: exact ties at tau and among merges",
-            {"capacity": 3, "tau": 0.5, "score": "external"},
-            S(2, 24, 2, 4, 3),
-            8,
-            (
-                "DLA-2.4",
-                "DLA-3.1",
-                "DLA-3.2",
-                "DLA-3.3",
-                "DLA-3.4",
-                "DLA-3.5",
-                "DLA-3.6",
-                "DLA-5.1",
-                "DLA-6.3",
-                "DLA-10.3",
-            ),
-            plain(),
-            check_ties,
-        ),
-        valid(
-            "zero_norm_keys",
-            "zero keys (first token, twice in a row, alone) score iota = 1",
-            {"capacity": 3, "tau": 0.5},
-            S(1, 12, 2, 4, 3),
-            9,
-            (*DLA_POLICY, "DLA-2.2"),
-            with_zero_keys,
-            check_zero_keys,
-        ),
-        valid(
-            "strong_decay",
-            "log decay g in [-30, -5): states vanish without under/overflow",
-            {"capacity": 3, "tau": 0.5},
-            S(1, 16, 2, 4, 3),
-            10,
-            (*DLA_POLICY, "DLA-5.1"),
-            plain(g_range=(-30.0, -5.0)),
-            check_strong_decay,
-        ),
-        valid(
-            "delta_base",
-            "gated delta rule base, L2-normalized keys, beta in [0, 1]",
-            {"capacity": 3, "tau": 0.4, "base": "delta"},
-            S(2, 20, 2, 6, 4),
-            11,
-            (*DLA_POLICY, "DLA-3.4", "DLA-5.2", "DLA-10.3"),
-            plain(),
-            check_invariants,
-            margin_floor=F32,
-        ),
-        valid(
-            "delta_equal_lam",
-            "delta base with equal lam: the gated delta rule (conservation)",
-            {"capacity": 3, "tau": 0.4, "base": "delta"},
-            S(1, 18, 2, 4, 3),
-            12,
-            (*DLA_POLICY, "DLA-5.2", "DLA-5.5"),
-            with_equal_lam,
-            check_base_model,
-        ),
-        valid(
-            "fenwick_gla",
-            "fenwick policy, gla base: Log-Linear Attention with lam as level scales",
-            {"capacity": fen37, "policy": "fenwick"},
-            S(1, 37, 2, 4, 3),
-            13,
-            ("DLA-4.1", "DLA-4.2", "DLA-4.3", "DLA-5.1", "DLA-5.4"),
-            plain(),
-            check_fenwick,
-        ),
-        valid(
-            "fenwick_delta",
-            "fenwick policy on the delta base",
-            {"capacity": fenwick_capacity(20), "policy": "fenwick", "base": "delta"},
-            S(1, 20, 2, 4, 3),
-            14,
-            ("DLA-4.1", "DLA-4.2", "DLA-5.2"),
-            plain(),
-            check_fenwick,
-        ),
-        valid(
-            "scale_configured",
-            "an explicit readout scale instead of K ** -0.5",
-            {"capacity": 3, "tau": 0.5, "scale": 0.3},
-            S(1, 10, 2, 4, 3),
-            15,
-            (*DLA_POLICY, "DLA-5.1"),
-            plain(),
-            check_invariants,
-        ),
-        valid(
-            "float32_inputs",
-            "float32 inputs: the reference promotes exactly, output float64",
-            {"capacity": 3, "tau": 0.5},
-            S(1, 12, 2, 4, 3),
-            16,
-            (*DLA_POLICY, "DLA-5.1"),
-            float32_storage,
-            check_float32,
-        ),
-        valid(
-            "plan_injected",
-            "forward executes an injected plan (of tau = 0.05), not its own",
-            {"capacity": 3, "tau": 0.5},
-            S(1, 16, 2, 4, 3),
-            17,
-            (*DLA_POLICY, "DLA-6.2"),
-            injected_plan,
-            check_injected,
-        ),
-        *[
-            valid(
-                f"stream_{part}",
-                f"streaming piece {i} of {STREAM_PIECES}: {what}",
-                {"capacity": 3, "tau": 0.5},
-                S(2, STREAM_PIECES[i], 2, 6, 4),
-                18,
-                (*DLA_POLICY, "DLA-3.4", "DLA-5.1", "DLA-7.1") + (("DLA-7.2",) if i else ()),
-                stream_piece(i),
-                check_stream(i),
-                output_final_cache=True,
-            )
-            for i, (part, what) in enumerate(
-                (
-                    ("prefix", "fresh start, final cache returned"),
-                    (
-                        "continue",
-                        "continues the prefix's final cache (carried prev_key, positions)",
-                    ),
-                    ("decode", "one token continuing the continuation's final cache"),
-                )
-            )
-        ],
-        valid(
-            "varlen",
-            f"packed sequences of lengths {VARLEN_LENGTHS} (empty neighbours, length 1)",
-            {"capacity": 3, "tau": 0.5},
-            S(1, sum(VARLEN_LENGTHS), 2, 4, 3),
-            19,
-            (*DLA_POLICY, "DLA-7.1", "DLA-8.1"),
-            varlen,
-            check_varlen,
-            output_final_cache=True,
-        ),
-        valid(
-            "varlen_initial_cache",
-            f"packed sequences {VARLEN_REST} continuing cache rows after {VARLEN_PREFIX}",
-            {"capacity": 3, "tau": 0.5},
-            S(1, sum(VARLEN_REST), 2, 4, 3),
-            20,
-            (*DLA_POLICY, "DLA-7.1", "DLA-7.2", "DLA-8.1"),
-            varlen_from_cache,
-            check_varlen,
-            output_final_cache=True,
-        ),
-        valid(
-            "long_accumulation",
-            "T = 8192, slow decay: accumulation error over a long sequence",
-            {"capacity": 4, "tau": 0.5},
-            S(1, 8192, 1, 4, 4),
-            21,
-            (*DLA_POLICY, "DLA-3.4", "DLA-5.1"),
-            plain(g_range=(-0.002, 0.0)),
-            check_long,
-        ),
+        valid("gla_dla_basic", "DLA policy, gla base, key-cosine scores with runs of similar keys",
+              {"capacity": 4, "tau": 0.5}, S(2, 33, 2, 8, 4), 1,
+              (*DLA_POLICY, "DLA-3.4", "DLA-5.1", "DLA-5.4", "DLA-10.3", "DLA-12.3"), plain(),
+              check_masked, margin_floor=F32),
+        valid("single_token", "T = 1: the first token opens the only state",
+              {"capacity": 2, "tau": 0.5}, S(2, 1, 2, 4, 3), 2, ("DLA-2.3", "DLA-3.1", "DLA-5.1"),
+              plain(), check_single),
+        valid("empty_sequence", "T = 0: empty output and the empty final cache",
+              {"capacity": 2, "tau": 0.5}, S(1, 0, 2, 4, 3), 3, ("DLA-7.1", "DLA-7.3"), plain(),
+              check_empty, output_final_cache=True),
+        valid("capacity_one", "C = 1: DLA reduces to gated linear attention",
+              {"capacity": 1, "tau": 0.3}, S(1, 20, 2, 6, 4), 4,
+              (*DLA_POLICY, "DLA-3.4", "DLA-3.7", "DLA-5.1", "DLA-5.5", "DLA-12.8"), plain(),
+              check_base_model, margin_floor=F32),
+        valid("state_per_token", "C >= T with tau < 0: one state per token, no merge",
+              {"capacity": 16, "tau": -0.5}, S(1, 12, 2, 4, 3), 5,
+              (*DLA_POLICY, "DLA-3.7", "DLA-5.1"), plain(keys="uniform"), check_state_per_token),
+        valid("no_boundary", "tau = 2.5 >= max score 2: one state for the whole sequence",
+              {"capacity": 3, "tau": 2.5}, S(1, 16, 2, 4, 3), 6, (*DLA_POLICY, "DLA-5.1"),
+              plain(keys="uniform"), check_no_boundary),
+        valid("boundary_every_token", "tau < 0 with C = 3: a boundary and a merge at every token",
+              {"capacity": 3, "tau": -0.25}, S(1, 24, 2, 4, 3), 7,
+              (*DLA_POLICY, "DLA-3.4", "DLA-5.1", "DLA-10.3"), plain(keys="uniform"),
+              check_boundary_everywhere, margin_floor=F32),
+        valid("dyadic_ties", "external scores on a dyadic grid: exact ties at tau and among merges",
+              {"capacity": 3, "tau": 0.5, "score": "external"}, S(2, 24, 2, 4, 3), 8,
+              ("DLA-2.4", "DLA-3.1", "DLA-3.2", "DLA-3.3", "DLA-3.4", "DLA-3.5", "DLA-3.6",
+               "DLA-5.1", "DLA-6.3", "DLA-10.3", "DLA-12.3"), plain(), check_ties),
+        valid("zero_norm_keys", "zero keys (first token, twice in a row, alone) score iota = 1",
+              {"capacity": 3, "tau": 0.5}, S(1, 12, 2, 4, 3), 9, (*DLA_POLICY, "DLA-2.2"),
+              with_zero_keys, check_zero_keys),
+        valid("strong_decay", "log decay g in [-30, -5): states vanish without under/overflow",
+              {"capacity": 3, "tau": 0.5}, S(1, 16, 2, 4, 3), 10, (*DLA_POLICY, "DLA-5.1"),
+              plain(g_range=(-30.0, -5.0)), check_strong_decay),
+        valid("delta_base", "gated delta rule base, L2-normalized keys, beta in [0, 1]",
+              {"capacity": 3, "tau": 0.4, "base": "delta"}, S(2, 20, 2, 6, 4), 11,
+              (*DLA_POLICY, "DLA-3.4", "DLA-5.2", "DLA-10.3", "DLA-12.3"), plain(),
+              check_invariants, margin_floor=F32),
+        valid("delta_equal_lam", "delta base with equal lam: the gated delta rule (conservation)",
+              {"capacity": 3, "tau": 0.4, "base": "delta"}, S(1, 18, 2, 4, 3), 12,
+              (*DLA_POLICY, "DLA-5.2", "DLA-5.5", "DLA-12.8"), with_equal_lam, check_base_model),
+        valid("scale_configured", "an explicit readout scale instead of K ** -0.5",
+              {"capacity": 3, "tau": 0.5, "scale": 0.3}, S(1, 10, 2, 4, 3), 15,
+              (*DLA_POLICY, "DLA-5.1"), plain(), check_invariants),
+        valid("float32_inputs", "float32 inputs: the reference promotes exactly, output float64",
+              {"capacity": 3, "tau": 0.5}, S(1, 12, 2, 4, 3), 16, (*DLA_POLICY, "DLA-5.1"),
+              float32_storage, check_float32),
+        valid("plan_injected", "forward executes an injected plan (of tau = 0.05), not its own",
+              {"capacity": 3, "tau": 0.5}, S(1, 16, 2, 4, 3), 17,
+              (*DLA_POLICY, "DLA-6.2", "DLA-6.4", "DLA-12.2"), injected_plan, check_injected),
+        valid("long_accumulation", "T = 8192, slow decay: accumulation error over a long sequence",
+              {"capacity": 4, "tau": 0.5}, S(1, 8192, 1, 4, 4), 21,
+              (*DLA_POLICY, "DLA-3.4", "DLA-5.1"), plain(g_range=(-0.002, 0.0)), check_long),
+    ]
+
+
+def _fenwick_cases() -> list[CaseSpec]:
+    return [
+        valid("fenwick_gla", "fenwick policy, gla base: Log-Linear Attention with lam as level "
+              "scales", {"capacity": fenwick_capacity(37), "policy": "fenwick"}, S(1, 37, 2, 4, 3),
+              13, (*FENWICK, "DLA-4.3", "DLA-5.1", "DLA-5.4", "DLA-7.1"), plain(), check_fenwick,
+              output_final_cache=True),
+        valid("fenwick_delta", "fenwick policy on the delta base",
+              {"capacity": fenwick_capacity(20), "policy": "fenwick", "base": "delta"},
+              S(1, 20, 2, 4, 3), 14, (*FENWICK, "DLA-5.2"), plain(), check_fenwick),
+        valid("fenwick_continue", f"fenwick continued from a cache after {FENWICK_PIECES[0]} "
+              "tokens, external scores", {"capacity": fenwick_capacity(sum(FENWICK_PIECES)),
+                                          "policy": "fenwick", "score": "external"},
+              S(1, FENWICK_PIECES[1], 2, 4, 3), 22, (*FENWICK, *STREAM, "DLA-2.4", "DLA-5.1"),
+              fenwick_continue, check_fenwick_continue, output_final_cache=True),
+    ]
+
+
+def _stream_cases() -> list[CaseSpec]:
+    parts = (("prefix", "fresh start, final cache returned"),
+             ("continue", "continues the prefix's final cache (carried prev_key, positions)"),
+             ("decode", "one token continuing the continuation's final cache"))
+    return [
+        *[valid(f"stream_{part}", f"streaming piece {i} of {STREAM_PIECES}: {what}",
+                dict(SC), S(2, STREAM_PIECES[i], 2, 6, 4), 18,
+                (*DLA_POLICY, "DLA-3.4", "DLA-5.1", *STREAM) + (("DLA-5.6",) if i == 0 else ()),
+                stream_piece(i), check_stream(i), output_final_cache=True)
+          for i, (part, what) in enumerate(parts)],
+        valid("stream_empty_cache", "an explicit empty cache (position 0) equals no cache",
+              dict(SC), S(2, 9, 2, 4, 3), 23, (*DLA_POLICY, "DLA-7.1", "DLA-7.3", "DLA-12.4"),
+              with_empty_cache, check_empty_cache, output_final_cache=True),
+        valid("varlen", f"packed sequences of lengths {VARLEN_LENGTHS} (empty ones, length 1)",
+              dict(SC), S(1, sum(VARLEN_LENGTHS), 2, 4, 3), 19,
+              (*DLA_POLICY, "DLA-1.5", "DLA-7.1", "DLA-8.1", "DLA-8.2", "DLA-12.5"), varlen,
+              check_varlen, output_final_cache=True),
+        valid("varlen_initial_cache", f"packed sequences {VARLEN_REST} continuing cache rows "
+              f"after {VARLEN_PREFIX}", dict(SC), S(1, sum(VARLEN_REST), 2, 4, 3), 20,
+              (*DLA_POLICY, *STREAM, "DLA-8.1", "DLA-8.2", "DLA-12.5"), varlen_from_cache,
+              check_varlen, output_final_cache=True),
+        valid("gradients_delta", "finite-difference gradients of sum(w * o), plan frozen",
+              {"capacity": 3, "tau": 0.4, "base": "delta"}, S(1, 7, 1, 3, 2), 24,
+              (*DLA_POLICY, "DLA-5.2", "DLA-6.2", "DLA-10.5", "DLA-12.2", "DLA-12.6"),
+              gradient_inputs, check_gradients, gradients=True),
     ]
 
 
@@ -838,171 +758,90 @@ def _invalid_cases() -> list[CaseSpec]:
     E = ErrorSpec
     delta = {"capacity": 2, "tau": 0.5, "base": "delta"}
     ext = {"capacity": 2, "tau": 0.5, "score": "external"}
+    first_plus = lambda a: np.concatenate([a, a[..., :1]], axis=-1)  # noqa: E731
     return [
-        invalid(
-            "nan_in_v", "a NaN in v", E("ValueError", "DLA-9.4", "v"), _set("v", _poke(np.nan))
-        ),
-        invalid(
-            "inf_in_q", "an Inf in q", E("ValueError", "DLA-9.4", "q"), _set("q", _poke(np.inf))
-        ),
-        invalid(
-            "nan_in_scores",
-            "a NaN in external scores",
-            E("ValueError", "DLA-9.4", "scores"),
-            _set("scores", _poke(np.nan)),
-            ext,
-        ),
-        invalid(
-            "positive_g",
-            "g > 0 at one position",
-            E("ValueError", "DLA-9.5", "g"),
-            _set("g", _poke(0.125)),
-        ),
-        invalid(
-            "beta_above_two",
-            "beta = 2.5 > 2 on the delta base",
-            E("ValueError", "DLA-9.5", "beta"),
-            _set("beta", _poke(2.5)),
-            delta,
-        ),
-        invalid(
-            "negative_scores",
-            "an external score < 0",
-            E("ValueError", "DLA-9.6", "scores"),
-            _set("scores", _poke(-0.25)),
-            ext,
-        ),
-        invalid(
-            "lam_wrong_last_dim",
-            "lam with C + 1 entries per position",
-            E("ValueError", "DLA-9.7", "lam"),
-            _set("lam", lambda a: np.concatenate([a, a[..., :1]], axis=-1)),
-        ),
-        invalid(
-            "k_wrong_head_dim",
-            "k with K + 1 columns",
-            E("ValueError", "DLA-9.1", "k"),
-            _set("k", lambda a: np.concatenate([a, a[..., :1]], axis=-1)),
-        ),
-        invalid(
-            "v_wrong_length",
-            "v with T - 1 positions",
-            E("ValueError", "DLA-9.1", "v"),
-            _set("v", lambda a: a[:, :-1].copy()),
-        ),
-        invalid(
-            "k_dtype_differs",
-            "k float32 while q and v are float64",
-            E("TypeError", "DLA-9.3", "k"),
-            _set("k", lambda a: a.astype(np.float32)),
-        ),
-        invalid(
-            "integer_g",
-            "g as int64",
-            E("TypeError", "DLA-9.3", "g"),
-            _set("g", lambda a: np.zeros(a.shape, np.int64)),
-        ),
-        invalid(
-            "cu_seqlens_short",
-            "cu_seqlens ending before T",
-            E("ValueError", "DLA-9.8", "cu_seqlens"),
-            _add("cu_seqlens", lambda x: np.array([0, 2, 5], np.int64)),
-        ),
-        invalid(
-            "cu_seqlens_decreasing",
-            "cu_seqlens going down",
-            E("ValueError", "DLA-9.8", "cu_seqlens"),
-            _add("cu_seqlens", lambda x: np.array([0, 4, 3, 6], np.int64)),
-        ),
-        invalid(
-            "cu_seqlens_float",
-            "cu_seqlens as float64",
-            E("TypeError", "DLA-9.8", "cu_seqlens"),
-            _add("cu_seqlens", lambda x: np.array([0.0, 3.0, 6.0])),
-        ),
-        invalid(
-            "cu_seqlens_batch_two",
-            "cu_seqlens with B = 2",
-            E("ValueError", "DLA-9.8", "cu_seqlens"),
-            _add("cu_seqlens", lambda x: np.array([0, 3, 6], np.int64)),
-            dims=S(2, 6, 2, 4, 3),
-        ),
-        invalid(
-            "cache_count_above_capacity",
-            "a carried cache with count = C + 1",
-            E("ValueError", "DLA-9.9", "initial_cache.count"),
-            _with_cache(lambda c: replace(c, count=c.count + 3)),
-        ),
-        invalid(
-            "cache_states_wrong_shape",
-            "carried states with V + 1 columns",
-            E("ValueError", "DLA-9.9", "initial_cache.states"),
-            _with_cache(
-                lambda c: replace(c, states=np.concatenate([c.states, c.states[..., :1]], axis=-1))
-            ),
-        ),
-        invalid(
-            "plan_count_zero",
-            "an injected plan with count = 0 at a readout",
-            E("ValueError", "DLA-9.10", "plan.count"),
-            _with_plan(
-                lambda p: replace(p, count=np.where(np.arange(6)[None, :, None] == 2, 0, p.count))
-            ),
-        ),
-        invalid(
-            "plan_wrong_shape",
-            "an injected plan whose starts have C + 1 slots",
-            E("ValueError", "DLA-9.10", "plan.starts"),
-            _with_plan(
-                lambda p: replace(p, starts=np.concatenate([p.starts, p.starts[..., :1]], axis=-1))
-            ),
-        ),
-        invalid(
-            "fenwick_capacity_too_small",
-            "fenwick with C = 2 for T = 6 (needs 4)",
-            E("ValueError", "DLA-9.11", "capacity"),
-            mutate(lambda x, s: Built(x)),
-            {"capacity": 2, "policy": "fenwick"},
-        ),
-        invalid(
-            "delta_without_beta",
-            "delta base without beta",
-            E("ValueError", "DLA-9.12", "beta"),
-            _drop("beta"),
-            delta,
-        ),
-        invalid(
-            "beta_with_gla",
-            "beta given on the gla base",
-            E("ValueError", "DLA-9.12", "beta"),
-            _add("beta", lambda x: np.full(x["g"].shape, 0.5)),
-        ),
-        invalid(
-            "scores_with_key_cosine",
-            "external scores given while score = key_cosine",
-            E("ValueError", "DLA-9.12", "scores"),
-            _add("scores", lambda x: np.zeros(x["g"].shape)),
-        ),
-        invalid(
-            "capacity_zero",
-            "Config(capacity=0): dla.Config must refuse it",
-            E("ValueError", "DLA-9.2", "capacity", stage="config"),
-            mutate(lambda x, s: Built(x)),
-            {"capacity": 0, "tau": 0.5},
-        ),
-        invalid(
-            "unknown_score",
-            "Config(score='cosine'): dla.Config must refuse it",
-            E("ValueError", "DLA-9.2", "score", stage="config"),
-            mutate(lambda x, s: Built(x)),
-            {"capacity": 2, "tau": 0.5, "score": "cosine"},
-        ),
+        invalid("nan_in_v", "a NaN in v", E("ValueError", "DLA-9.4", "v"),
+                _set("v", _poke(np.nan))),
+        invalid("inf_in_q", "an Inf in q", E("ValueError", "DLA-9.4", "q"),
+                _set("q", _poke(np.inf))),
+        invalid("nan_in_scores", "a NaN in external scores", E("ValueError", "DLA-9.4", "scores"),
+                _set("scores", _poke(np.nan)), ext, clauses=("DLA-2.4",)),
+        invalid("positive_g", "g > 0 at one position", E("ValueError", "DLA-9.5", "g"),
+                _set("g", _poke(0.125)), clauses=("DLA-1.4",)),
+        invalid("beta_above_two", "beta = 2.5 > 2 on the delta base",
+                E("ValueError", "DLA-9.5", "beta"), _set("beta", _poke(2.5)), delta,
+                clauses=("DLA-1.4",)),
+        invalid("negative_scores", "an external score < 0", E("ValueError", "DLA-9.6", "scores"),
+                _set("scores", _poke(-0.25)), ext, clauses=("DLA-2.4",)),
+        invalid("lam_wrong_last_dim", "lam with C + 1 entries per position",
+                E("ValueError", "DLA-9.7", "lam"), _set("lam", first_plus)),
+        invalid("k_wrong_head_dim", "k with K + 1 columns", E("ValueError", "DLA-9.1", "k"),
+                _set("k", first_plus)),
+        invalid("v_wrong_length", "v with T - 1 positions", E("ValueError", "DLA-9.1", "v"),
+                _set("v", lambda a: a[:, :-1].copy())),
+        invalid("k_dtype_differs", "k float32 while q and v are float64",
+                E("TypeError", "DLA-9.3", "q, k, v"), _set("k", lambda a: a.astype(np.float32)),
+                clauses=("DLA-1.3",)),
+        invalid("integer_g", "g as int64", E("TypeError", "DLA-9.3", "g"),
+                _set("g", lambda a: np.zeros(a.shape, np.int64)), clauses=("DLA-1.3",)),
+        invalid("cu_seqlens_short", "cu_seqlens ending before T",
+                E("ValueError", "DLA-9.8", "cu_seqlens"),
+                _add("cu_seqlens", lambda x: np.array([0, 2, 5], np.int64)), clauses=("DLA-8.1",)),
+        invalid("cu_seqlens_decreasing", "cu_seqlens going down",
+                E("ValueError", "DLA-9.8", "cu_seqlens"),
+                _add("cu_seqlens", lambda x: np.array([0, 4, 3, 6], np.int64)),
+                clauses=("DLA-8.1",)),
+        invalid("cu_seqlens_float", "cu_seqlens as float64",
+                E("TypeError", "DLA-9.8", "cu_seqlens"),
+                _add("cu_seqlens", lambda x: np.array([0.0, 3.0, 6.0])), clauses=("DLA-8.1",)),
+        invalid("cu_seqlens_batch_two", "cu_seqlens with B = 2",
+                E("ValueError", "DLA-9.8", "cu_seqlens"),
+                _add("cu_seqlens", lambda x: np.array([0, 3, 6], np.int64)), dims=S(2, 6, 2, 4, 3),
+                clauses=("DLA-8.1",)),
+        invalid("cache_count_above_capacity", "a carried cache with count = C + 3",
+                E("ValueError", "DLA-9.9", "initial_cache.count"),
+                _with_cache(lambda c: replace(c, count=c.count + 3)), clauses=("DLA-7.4",)),
+        invalid("cache_states_wrong_shape", "carried states with V + 1 columns",
+                E("ValueError", "DLA-9.9", "initial_cache.states"),
+                _with_cache(lambda c: replace(c, states=first_plus(c.states))),
+                clauses=("DLA-7.4",)),
+        invalid("plan_count_zero", "an injected plan with count = 0 at a readout",
+                E("ValueError", "DLA-9.10", "plan.count"),
+                _with_plan(lambda p: replace(p, count=np.where(
+                    np.arange(6)[None, :, None] == 2, 0, p.count))), clauses=("DLA-6.4",)),
+        invalid("plan_wrong_shape", "an injected plan whose starts have C + 1 slots",
+                E("ValueError", "DLA-9.10", "plan.starts"),
+                _with_plan(lambda p: replace(p, starts=first_plus(p.starts))),
+                clauses=("DLA-6.4",)),
+        invalid("fenwick_capacity_too_small", "fenwick with C = 2 for T = 6 (needs 4)",
+                E("ValueError", "DLA-9.11", "capacity"), mutate(lambda x, s: Built(x)),
+                {"capacity": 2, "policy": "fenwick"}, clauses=("DLA-4.2",)),
+        invalid("fenwick_without_scores", "fenwick with score = external but no scores",
+                E("ValueError", "DLA-9.12", "scores"), _drop("scores"),
+                {"capacity": 4, "policy": "fenwick", "score": "external"}, clauses=("DLA-2.5",)),
+        invalid("delta_without_beta", "delta base without beta",
+                E("ValueError", "DLA-9.12", "beta"),
+                _drop("beta"), delta, clauses=("DLA-5.2",)),
+        invalid("beta_with_gla", "beta given on the gla base", E("ValueError", "DLA-9.12", "beta"),
+                _add("beta", lambda x: np.full(x["g"].shape, 0.5)), clauses=("DLA-5.2",)),
+        invalid("scores_with_key_cosine", "external scores given while score = key_cosine",
+                E("ValueError", "DLA-9.12", "scores"),
+                _add("scores", lambda x: np.zeros(x["g"].shape))),
+        invalid("capacity_zero", "Config(capacity=0): dla.Config must refuse it",
+                E("ValueError", "DLA-9.2", "capacity", stage="config"),
+                mutate(lambda x, s: Built(x)), {"capacity": 0, "tau": 0.5}, clauses=("DLA-1.2",)),
+        invalid("unknown_score", "Config(score='cosine'): dla.Config must refuse it",
+                E("ValueError", "DLA-9.2", "score", stage="config"), mutate(lambda x, s: Built(x)),
+                {"capacity": 2, "tau": 0.5, "score": "cosine"}, clauses=("DLA-1.2",)),
     ]
+
+
+# fmt: on
 
 
 def catalogue() -> tuple[CaseSpec, ...]:
     """Every golden case, valid ones first, in a fixed order."""
-    cases = tuple(_valid_cases() + _invalid_cases())
+    cases = (*_core_cases(), *_fenwick_cases(), *_stream_cases(), *_invalid_cases())
     names = [c.name for c in cases]
     assert len(set(names)) == len(names), "duplicate case names"
     return cases
