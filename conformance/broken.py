@@ -1,0 +1,367 @@
+"""Deliberately broken implementations: the proof that the suite catches wrong code.
+
+Each entry of :data:`BROKEN` is the float64 reference with exactly one rule
+changed, and the set of spec clauses at least one of which certification
+must report as failed. A variant is built either by transforming the inputs
+or outputs of :mod:`dla.reference` (the bug lives at the interface), or by
+replacing one function of a reference module while the variant runs (the bug
+lives inside a policy or the executor); only where a rule cannot be injected
+is a few-line piece re-implemented here. Each variant claims the levels where
+its bug is observable, so certification exercises it.
+
+``python -m dla.conformance.broken`` certifies every variant (profile ``ci``)
+and prints ``name | expected clauses | failed clauses | caught?``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from dla.reference import policies, recurrent, scores
+from dla.reference import validation as val
+
+from dla import reference
+from dla.cache import CACHE_FIELDS, Cache
+from dla.config import BASES, POLICIES, Config
+from dla.plan import Plan
+
+#: A patch: (module, attribute, factory building the replacement from the original).
+Patch = tuple[ModuleType, str, Callable[[Any], Any]]
+
+
+@contextmanager
+def _patched(patches: tuple[Patch, ...]) -> Iterator[None]:
+    """Replace module attributes for the duration of one call, then restore them."""
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
+    try:
+        for (mod, name, make), (_, _, orig) in zip(patches, saved, strict=True):
+            setattr(mod, name, make(orig))
+        yield
+    finally:
+        for mod, name, orig in saved:
+            setattr(mod, name, orig)
+
+
+class Broken:
+    """An implementation (DLA-11.1) that is the reference with one planted bug.
+
+    ``forward`` / ``make_plan`` default to the reference's; ``patches`` are
+    applied while either runs. ``CLAIMS`` name the levels that reveal the bug.
+    """
+
+    def __init__(self, name: str, levels: tuple[str, ...], *, patches: tuple[Patch, ...] = (),
+                 forward: Callable[..., Any] | None = None,
+                 make_plan: Callable[..., Any] | None = None,
+                 bases: tuple[str, ...] = BASES, policies: tuple[str, ...] = POLICIES) -> None:
+        self.NAME = name
+        self.CLAIMS = {"levels": levels, "dtypes": ("float64",), "devices": ("cpu",),
+                       "array": "numpy", "bases": bases, "policies": policies}
+        self._patches = patches
+        self._forward = forward or reference.forward
+        self._make_plan = make_plan or reference.make_plan
+
+    def __repr__(self) -> str:
+        return f"<broken implementation {self.NAME}>"
+
+    def forward(self, *args: Any, **kw: Any) -> tuple[Any, Cache | None]:
+        with _patched(self._patches):
+            return self._forward(*args, **kw)
+
+    def make_plan(self, *args: Any, **kw: Any) -> Plan:
+        with _patched(self._patches):
+            return self._make_plan(*args, **kw)
+
+
+# ----------------------------------------------------------------- bugs at the interface
+def _forward_future_query(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                          **kw: Any) -> Any:
+    """Off-by-one causality: ``o_t`` reads out with ``q_{t+1}`` (the last token keeps its own)."""
+    q_next = np.concatenate([q[:, 1:], q[:, -1:]], axis=1)[:, : q.shape[1]]
+    return reference.forward(q_next, k, v, g, lam, config, **kw)
+
+
+def _forward_one_wrong_position(*args: Any, **kw: Any) -> Any:
+    """One output entry, at ``(b, t, h) = (0, T // 2, H - 1)``, is off by 0.1 % (plus 1e-3)."""
+    o, cache = reference.forward(*args, **kw)
+    if o.size:
+        _, T, H, _ = o.shape
+        o[0, T // 2, H - 1, 0] += 1e-3 * (1.0 + abs(o[0, T // 2, H - 1, 0]))
+    return o, cache
+
+
+def _forward_default_scale(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                           **kw: Any) -> Any:
+    """Wrong default scale: ``1 / K`` instead of ``K ** -0.5`` when ``config.scale`` is None."""
+    if config.scale is None:
+        config = dataclasses.replace(config, scale=1.0 / q.shape[-1])
+    return reference.forward(q, k, v, g, lam, config, **kw)
+
+
+def _drop_cache(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The call with ``initial_cache`` ignored (every piece starts fresh)."""
+    def call(*args: Any, initial_cache: Cache | None = None, **kw: Any) -> Any:
+        return fn(*args, **kw)
+
+    return call
+
+
+def _cache_row(cache: Cache | None, n: int) -> Cache | None:
+    return None if cache is None else Cache(**{f: getattr(cache, f)[n : n + 1]
+                                               for f in CACHE_FIELDS})
+
+
+def _forward_varlen_leak(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *,
+                         cu_seqlens: Any = None, initial_cache: Cache | None = None,
+                         output_final_cache: bool = False, plan: Plan | None = None,
+                         **kw: Any) -> Any:
+    """Varlen leak: each packed sequence continues the previous one's cache, not a fresh one."""
+    if cu_seqlens is None:
+        return reference.forward(q, k, v, g, lam, config, initial_cache=initial_cache, plan=plan,
+                                 output_final_cache=output_final_cache, **kw)
+    cu = val.check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
+    if initial_cache is not None:
+        val.check_cache(initial_cache, len(cu) - 1, q.shape[2], config.capacity, q.shape[3],
+                        v.shape[3])
+    cache, outs, finals = _cache_row(initial_cache, 0), [], []
+    for a, b in pairwise(int(c) for c in cu):
+        def cut(x: Any, a: int = a, b: int = b) -> Any:
+            return None if x is None else x[:, a:b]
+
+        piece_plan = None if plan is None else Plan(**{f.name: cut(getattr(plan, f.name))
+                                                     for f in dataclasses.fields(Plan)})
+        o, cache = reference.forward(cut(q), cut(k), cut(v), cut(g), cut(lam), config,
+                                     **{n: cut(x) for n, x in kw.items()}, plan=piece_plan,
+                                     initial_cache=cache, output_final_cache=True)
+        outs.append(o)
+        finals.append(cache)
+    final = Cache(**{f: np.concatenate([getattr(c, f) for c in finals]) for f in CACHE_FIELDS})
+    return np.concatenate(outs, axis=1), final if output_final_cache else None
+
+
+def _make_plan_varlen_leak(config: Config, *, cu_seqlens: Any = None,
+                           initial_cache: Cache | None = None, **kw: Any) -> Plan:
+    """Varlen leak: the packed sequences are planned as one long sequence."""
+    if cu_seqlens is None:
+        return reference.make_plan(config, initial_cache=initial_cache, **kw)
+    src = kw["scores"] if kw.get("scores") is not None else kw["k"]
+    val.check_cu_seqlens(cu_seqlens, src.shape[0], src.shape[1])
+    return reference.make_plan(config, initial_cache=_cache_row(initial_cache, 0), **kw)
+
+
+# ----------------------------------------------------------------- bugs inside the policies
+def _at_or_above(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """``iota >= tau`` opens a state (``>`` the next float below ``tau`` is exactly that)."""
+    return lambda st, iota_t, tau: orig(st, iota_t, np.nextafter(tau, -np.inf))
+
+
+def _labels_from_oldest(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """Labels counted from the oldest state (0 = oldest) instead of the newest."""
+    def labels(count: np.ndarray, C: int) -> np.ndarray:
+        j = np.arange(C)
+        return np.where(j < count[..., None], j, -1)
+
+    return labels
+
+
+def _merge(newest_wins_ties: bool = False, forget_newer_info: bool = False) -> Callable[..., Any]:
+    """DLA-3.4 merge with one rule changed; otherwise ``policies._merge_cheapest_pair``."""
+    def make(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def merge(st: policies.PartitionState, C: int) -> np.ndarray:
+            margin = np.full(st.count.shape[0], np.inf)
+            for r in np.flatnonzero(st.count > C):
+                cost = st.info[r, :-1] + st.info[r, 1:]
+                m = int(np.flatnonzero(cost == cost.min())[-1 if newest_wins_ties else 0])
+                st.info[r, m] += 0.0 if forget_newer_info else st.info[r, m + 1]
+                st.info[r, m + 1 :] = np.append(st.info[r, m + 2 :], 0.0)
+                st.starts[r, m + 1 :] = np.append(st.starts[r, m + 2 :], -1)
+                st.count[r] -= 1
+            return margin
+
+        return merge
+
+    return make
+
+
+def _first_score_one(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """``iota_0 = 1`` instead of 0 for the first token of a fresh sequence (DLA-2.3)."""
+    def key_cosine(k: np.ndarray, prev_key: np.ndarray | None, *rest: Any) -> np.ndarray:
+        iota = orig(k, prev_key, *rest)
+        if prev_key is None and iota.shape[1]:
+            iota[:, 0] = 1.0
+        return iota
+
+    return key_cosine
+
+
+def _fenwick_level_minus_one(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """Fenwick levels off by one: ``bit_length(t XOR s) - 1`` (levels 0 and 1 fall together)."""
+    return lambda t, s: np.maximum(orig(t, s) - 1, 0)
+
+
+# ----------------------------------------------------------------- bugs inside the executor
+def _oldest_not_decayed(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """The oldest state (slot 0) skips the transition of DLA-5.1 / DLA-5.2."""
+    def transition(S: np.ndarray, *args: Any) -> np.ndarray:
+        out = orig(S, *args)
+        out[:, 0] = S[:, 0]
+        return out
+
+    return transition
+
+
+def _write_without_beta(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """Delta base writes ``k v^T`` instead of ``beta k v^T`` (DLA-5.2)."""
+    return lambda k_t, v_t, beta_t, base: orig(k_t, v_t, None, "gla")
+
+
+# ----------------------------------------------------------------- read out before merging
+_ORIGINAL_MERGE = policies._merge_cheapest_pair
+
+
+def _deferred_merge(C: int) -> tuple[Patch, Patch]:
+    """Patches that postpone the merge of step ``t`` to the start of step ``t + 1``.
+
+    Run under capacity ``C + 1`` (so ``C + 1`` states fit a readout), the
+    readout of step ``t`` then sees the ``C + 1`` states before the merge.
+    """
+    def merge_later(orig: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda st, C1: np.full(st.count.shape[0], np.inf)
+
+    def merge_first(orig: Callable[..., Any]) -> Callable[..., Any]:
+        merge = _ORIGINAL_MERGE
+
+        def open_and_write(st: policies.PartitionState, iota_t: np.ndarray, tau: float) -> Any:
+            view = policies.PartitionState(st.count, st.starts[:, : C + 1], st.labels,
+                                           st.info[:, : C + 1], st.position)
+            merge(view, C)
+            return orig(st, iota_t, tau)
+
+        return open_and_write
+
+    return ((policies, "_merge_cheapest_pair", merge_later),
+            (policies, "_open_and_write", merge_first))
+
+
+def _one_more(config: Config) -> Config:
+    return dataclasses.replace(config, capacity=config.capacity + 1)
+
+
+def _forward_read_before_merge(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                               **kw: Any) -> Any:
+    """Readout before merging: up to ``C + 1`` states are read (the extra one with ``lam[C-1]``)."""
+    lam1 = np.concatenate([lam, lam[..., -1:]], axis=-1)
+    with _patched(_deferred_merge(config.capacity)):
+        return reference.forward(q, k, v, g, lam1, _one_more(config), **kw)
+
+
+def _make_plan_read_before_merge(config: Config, **kw: Any) -> Plan:
+    with _patched(_deferred_merge(config.capacity)):
+        return reference.make_plan(_one_more(config), **kw)
+
+
+# ----------------------------------------------------------------- the table
+_PLAN, _NUM = ("plan", "end_to_end"), ("execute", "end_to_end")
+
+BROKEN: dict[str, tuple[object, set[str]]] = {
+    "future_query": (
+        Broken("future_query", _NUM, forward=_forward_future_query),
+        {"DLA-5.3", "DLA-5.1", "DLA-5.2"}),
+    "tie_break_newest_pair": (
+        Broken("tie_break_newest_pair", _PLAN, policies=("dla",),
+               patches=((policies, "_merge_cheapest_pair", _merge(newest_wins_ties=True)),)),
+        {"DLA-3.4"}),
+    "boundary_at_equality": (
+        Broken("boundary_at_equality", _PLAN, policies=("dla",),
+               patches=((policies, "_open_and_write", _at_or_above),)),
+        {"DLA-3.1"}),
+    "read_before_merge": (
+        Broken("read_before_merge", _PLAN, policies=("dla",), forward=_forward_read_before_merge,
+               make_plan=_make_plan_read_before_merge),
+        {"DLA-3.6", "DLA-3.3"}),
+    "oldest_state_not_decayed": (
+        Broken("oldest_state_not_decayed", _NUM,
+               patches=((recurrent, "transition", _oldest_not_decayed),)),
+        {"DLA-5.1", "DLA-5.2", "DLA-5.5"}),
+    "labels_from_oldest": (
+        Broken("labels_from_oldest", _PLAN, policies=("dla",),
+               patches=((policies, "dla_labels", _labels_from_oldest),)),
+        {"DLA-3.5"}),
+    "one_wrong_position": (
+        Broken("one_wrong_position", _NUM, forward=_forward_one_wrong_position),
+        {"DLA-5.1", "DLA-5.2", "DLA-1.1"}),
+    "varlen_leak": (
+        Broken("varlen_leak", ("varlen",), forward=_forward_varlen_leak,
+               make_plan=_make_plan_varlen_leak),
+        {"DLA-8.1"}),
+    "ignores_initial_cache": (
+        Broken("ignores_initial_cache", ("streaming",), forward=_drop_cache(reference.forward),
+               make_plan=_drop_cache(reference.make_plan)),
+        {"DLA-7.2"}),
+    "first_score_one": (
+        Broken("first_score_one", _PLAN, policies=("dla",),
+               patches=((scores, "key_cosine", _first_score_one),)),
+        {"DLA-2.3", "DLA-2.1", "DLA-3.3"}),
+    "fenwick_level_off_by_one": (
+        Broken("fenwick_level_off_by_one", _PLAN, policies=("fenwick",),
+               patches=((policies, "fenwick_level", _fenwick_level_minus_one),)),
+        {"DLA-4.1"}),
+    "delta_write_without_beta": (
+        Broken("delta_write_without_beta", _NUM, bases=("delta",),
+               patches=((recurrent, "write", _write_without_beta),)),
+        {"DLA-5.2", "DLA-5.5"}),
+    "default_scale_inverse_k": (
+        Broken("default_scale_inverse_k", _NUM, forward=_forward_default_scale),
+        {"DLA-5.3", "DLA-5.1", "DLA-5.2", "DLA-5.5"}),
+    "merge_forgets_information": (
+        Broken("merge_forgets_information", _PLAN, policies=("dla",),
+               patches=((policies, "_merge_cheapest_pair", _merge(forget_newer_info=True)),)),
+        {"DLA-3.4", "DLA-3.2"}),
+}
+
+# ----------------------------------------------------------------- the command
+def certify_all(names: list[str] | None = None, profile: str = "ci",
+                seed: int = 0) -> list[tuple[str, set[str], set[str], bool, float]]:
+    """Certify each variant: ``(name, expected, failed, caught, seconds)`` per variant."""
+    from dla.conformance import certify
+
+    rows = []
+    for name in names or list(BROKEN):
+        impl, expected = BROKEN[name]
+        start = time.perf_counter()
+        report = certify(impl, profile=profile, seed=seed)
+        failed = report.failed_clauses()
+        caught = not report.passed and bool(failed & expected)
+        rows.append((name, expected, failed, caught, time.perf_counter() - start))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print ``name | expected clauses | failed clauses | caught?``; exit 1 if one escaped."""
+    parser = argparse.ArgumentParser(prog="python -m dla.conformance.broken",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"variants (default all): {', '.join(BROKEN)}")
+    parser.add_argument("--profile", default="ci", choices=("ci", "thorough"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - set(BROKEN)
+    if unknown:
+        parser.error(f"names: unknown variants {sorted(unknown)}")
+    rows = certify_all(args.names, args.profile, args.seed)
+    print("name | expected clauses | failed clauses | caught? | seconds")
+    for name, expected, failed, caught, secs in rows:
+        print(f"{name} | {', '.join(sorted(expected))} | {', '.join(sorted(failed)) or '-'} | "
+              f"{'yes' if caught else 'NO'} | {secs:.1f}")
+    return 0 if all(r[3] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
