@@ -30,11 +30,13 @@ class Config:
 
     def __post_init__(self) -> None:
         if isinstance(self.capacity, bool) or not isinstance(self.capacity, int):
-            raise TypeError(f"capacity: must be an int, got {type(self.capacity).__name__}")
+            raise TypeError(
+                f"capacity: must be an int (DLA-9.2), got {type(self.capacity).__name__}"
+            )
         if self.capacity < 1:
             raise ValueError(f"capacity: must be >= 1 (DLA-1.2), got {self.capacity}")
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)):
-            raise TypeError(f"tau: must be a real number, got {type(self.tau).__name__}")
+            raise TypeError(f"tau: must be a real number (DLA-9.2), got {type(self.tau).__name__}")
         if not math.isfinite(self.tau):
             raise ValueError(f"tau: must be finite (DLA-1.2), got {self.tau}")
         for name, value, allowed in (
@@ -46,7 +48,10 @@ class Config:
                 raise ValueError(f"{name}: must be one of {allowed} (DLA-1.2), got {value!r}")
         if self.scale is not None:
             if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
-                raise TypeError(f"scale: must be a real number or None, got {type(self.scale).__name__}")
+                raise TypeError(
+                    "scale: must be a real number or None (DLA-9.2), "
+                    f"got {type(self.scale).__name__}"
+                )
             if not (math.isfinite(self.scale) and self.scale > 0):
                 raise ValueError(f"scale: must be finite and > 0 (DLA-1.2), got {self.scale}")
 
