@@ -1,0 +1,25 @@
+"""Chunked Triton kernels for the DLA-v1 forward, ``gla`` base (DLA-3 to DLA-8, DLA-11).
+
+- :mod:`dla.impls.triton_gpu.plan_kernel`: token scores, DLA scan kernel, Fenwick partition
+- :mod:`dla.impls.triton_gpu.forward_kernels`: state pass and output kernels (chunked)
+- :mod:`dla.impls.triton_gpu.api`: ``forward``, ``make_plan``: caches, varlen, plan injection
+
+On a machine without CUDA the same kernels run on CPU tensors under Triton's
+interpreter (``TRITON_INTERPRET=1``, set before ``triton`` is imported).
+"""
+
+import os
+
+from dla.impls.triton_gpu.api import forward, make_plan
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+CLAIMS = {
+    "levels": ("plan", "execute", "end_to_end", "streaming", "varlen"),
+    "dtypes": ("float32", "float16", "bfloat16"),
+    "devices": ("cpu",) if _INTERPRET else ("cuda",),
+    "array": "torch",
+    "bases": ("gla",),
+}
+
+__all__ = ["CLAIMS", "forward", "make_plan"]

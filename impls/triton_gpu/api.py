@@ -1,0 +1,190 @@
+"""``forward`` and ``make_plan`` of the Triton implementation (DLA-11.1).
+
+Validation is ``dla.reference.validation`` (DLA-9). Layout, carried caches
+(DLA-7) and packed sequences (DLA-8) are handled here; the kernels live in
+``plan_kernel`` and ``forward_kernels``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from dla.impls.triton_gpu.forward_kernels import launch_forward, previous_partition
+from dla.impls.triton_gpu.plan_kernel import DevicePlan, plan_dla, plan_fenwick, token_scores
+from dla.impls.triton_gpu.rows import Rows, make_rows
+from dla.reference import validation as val
+
+from dla.cache import Cache
+from dla.config import Config
+from dla.plan import Plan
+
+CHUNK = 64
+
+
+def _require_gla(config: Config) -> None:
+    if config.base != "gla":
+        raise NotImplementedError(
+            f"config.base: {config.base!r} is not implemented by dla.impls.triton_gpu "
+            "(only base='gla'; use dla.reference or dla.impls.torch_cpu for 'delta')"
+        )
+
+
+def _device_of(x: Any) -> torch.device:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"dla.impls.triton_gpu takes torch tensors, got {type(x).__name__}")
+    return x.device
+
+
+def _flat(x: torch.Tensor | None, dev: torch.device) -> torch.Tensor | None:
+    """``[B, T, H, ...] -> [B * T, H, ...]``, contiguous, on ``dev``."""
+    if x is None:
+        return None
+    return x.to(dev).reshape(x.shape[0] * x.shape[1], *x.shape[2:]).contiguous()
+
+
+def _initial(cache: Cache | None, N: int, H: int, C: int, dev: torch.device):
+    """``(count [N,H], starts [N,H,C], info [N,H,C] f64, pos0 [N], prev_key or None, labels)``."""
+    if cache is None:
+        return (torch.zeros((N, H), dtype=torch.int32, device=dev),
+                torch.full((N, H, C), -1, dtype=torch.int32, device=dev),
+                torch.zeros((N, H, C), dtype=torch.float64, device=dev),
+                [0] * N, None, torch.full((N, H, C), -1, dtype=torch.int64, device=dev))
+    def t(x: Any, dt: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(x).to(device=dev, dtype=dt).contiguous()
+
+    return (t(cache.count, torch.int32), t(cache.starts, torch.int32),
+            t(cache.info, torch.float64),
+            [int(p) for p in torch.as_tensor(cache.position).tolist()],
+            t(cache.prev_key, torch.float64), t(cache.labels, torch.int64))
+
+
+def _setup(config: Config, B: int, T: int, H: int, C: int, cu_seqlens: Any,
+           initial_cache: Cache | None, K: int | None, V: int | None, dev: torch.device,
+           chunk: int):
+    cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
+    N = B if cu is None else len(cu) - 1
+    if initial_cache is not None:
+        val.check_cache(initial_cache, N, H, C, K, V)
+    init = _initial(initial_cache, N, H, C, dev)
+    rows = make_rows(B, T, H, None if cu is None else [int(x) for x in cu], init[3], chunk, dev)
+    return rows, init
+
+
+def _device_plan(config: Config, rows: Rows, k: torch.Tensor | None, scores: torch.Tensor | None,
+                 init, BTOK: int, H: int) -> tuple[DevicePlan, torch.Tensor]:
+    """The plan of the scores (DLA-3 or DLA-4) and the scores themselves ``[B * T, H]`` f64."""
+    if config.score == "external":
+        iota = scores.to(torch.float64).contiguous()
+    else:
+        iota = token_scores(k, rows, init[4])
+    C = config.capacity
+    if config.policy == "fenwick":
+        return plan_fenwick(rows, BTOK, H, C), iota
+    return plan_dla(iota, rows, C, config.tau, init[:3]), iota
+
+
+def _to_plan(p: DevicePlan, B: int, T: int) -> Plan:
+    H, C = p.starts.shape[1:]
+    return Plan(boundary=p.boundary.reshape(B, T, H), count=p.count.long().reshape(B, T, H),
+                starts=p.starts.long().reshape(B, T, H, C),
+                labels=p.labels.long().reshape(B, T, H, C))
+
+
+def _from_plan(plan: Plan, dev: torch.device) -> DevicePlan:
+    def f(x: Any, dt: torch.dtype) -> torch.Tensor:
+        return _flat(torch.as_tensor(x), dev).to(dt).contiguous()
+
+    return DevicePlan(boundary=f(plan.boundary, torch.bool), count=f(plan.count, torch.int32),
+                      starts=f(plan.starts, torch.int32), labels=f(plan.labels, torch.int32),
+                      final_info=None)
+
+
+def make_plan(config: Config, *, k: Any = None, scores: Any = None,
+              initial_cache: Cache | None = None, cu_seqlens: Any = None,
+              chunk: int = CHUNK) -> Plan:
+    """DLA-6.1, DLA-11.1: the plan, computed on the device of ``k`` (or ``scores``)."""
+    B, T, H, K = val.check_plan_inputs(config, k, scores)
+    dev = _device_of(scores if config.score == "external" else k)
+    rows, init = _setup(config, B, T, H, config.capacity, cu_seqlens, initial_cache, K, None,
+                        dev, chunk)
+    p, _ = _device_plan(config, rows, _flat(k, dev), _flat(scores, dev), init, B * T, H)
+    return _to_plan(p, B, T)
+
+
+def _final_info(p: DevicePlan, iota: torch.Tensor, rows: Rows, init) -> torch.Tensor:
+    """DLA-3.2 through the plan's merges: carried informations and scores, grouped by final slot."""
+    if p.final_info is not None:
+        return p.final_info
+    count0, starts0, info0 = init[:3]
+    N, H, C = info0.shape
+    out = info0.clone()
+    for n in range(N):
+        length = int(rows.lens[n])
+        if length == 0:
+            continue
+        b, p0 = int(rows.bos[n]), int(rows.pos0[n])
+        last = b + length - 1
+        st = p.starts[last].long()  # [H, C]
+        cnt = p.count[last].long()  # [H]
+        big = torch.iinfo(torch.int64).max
+        lo = torch.where(torch.arange(C, device=st.device) < cnt[:, None], st, big)
+        pos = torch.arange(p0, p0 + length, device=st.device)
+        tok_slot = (pos[None, :, None] >= lo[:, None, :]).sum(-1) - 1  # [H, L]
+        old = torch.where(torch.arange(C, device=st.device) < count0[n][:, None].long(),
+                          starts0[n].long(), big)
+        old_slot = (old[:, :, None] >= lo[:, None, :]).sum(-1) - 1  # [H, C]
+        acc = torch.zeros((H, C + 1), dtype=torch.float64, device=st.device)
+        acc.scatter_add_(1, torch.where(old < big, old_slot, C), info0[n])
+        acc.scatter_add_(1, tok_slot, iota[b:b + length].T)
+        out[n] = acc[:, :C]
+    return out
+
+
+def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: Any = None,
+            scores: Any = None, plan: Plan | None = None, initial_cache: Cache | None = None,
+            output_final_cache: bool = False, cu_seqlens: Any = None,
+            chunk: int = CHUNK) -> tuple[torch.Tensor, Cache | None]:
+    """DLA-5, DLA-11.1: ``o [B, T, H, V]`` in ``q``'s dtype and optionally the final cache."""
+    d = val.check_forward_inputs(q, k, v, g, lam, config, beta, scores)
+    _require_gla(config)
+    B, T, H, K, V, C = d.B, d.T, d.H, d.K, d.V, d.C
+    dev = _device_of(q)
+    rows, init = _setup(config, B, T, H, C, cu_seqlens, initial_cache, K, V, dev, chunk)
+    if plan is not None:
+        val.check_plan(plan, B, T, H, C)
+    qf, kf, vf, gf, lf = (_flat(x, dev) for x in (q, k, v, g, lam))
+    own, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
+    p = own if plan is None else _from_plan(plan, dev)
+    h = torch.zeros((rows.n_snapshots, H, C, K, V), dtype=torch.float32, device=dev)
+    if initial_cache is not None:
+        h[rows.hofs.long()] = torch.as_tensor(initial_cache.states).to(dev, torch.float32)
+    prev = previous_partition(p, rows, init[0], init[1])
+    o = launch_forward(qf, kf, vf, gf, lf, p, rows, h, prev, config.resolved_scale(K), q.dtype)
+    o = o.reshape(B, T, H, V)
+    if not output_final_cache:
+        return o, None
+    return o, _final_cache(p, iota, rows, init, h, kf, K)
+
+
+def _final_cache(p: DevicePlan, iota, rows: Rows, init, h, kf, K: int) -> Cache:
+    """DLA-7.1: the cache after the last token of every sequence."""
+    count0, starts0 = init[0], init[1]
+    N, H, _ = starts0.shape
+    nt = (rows.lens.long() + rows.chunk - 1) // rows.chunk
+    states = h[rows.hofs.long() + nt]
+    has = rows.lens > 0
+    pk0 = init[4] if init[4] is not None else torch.zeros((N, H, K), dtype=torch.float64,
+                                                          device=h.device)
+    if p.count.shape[0] == 0:  # no tokens at all: the cache passes through
+        count, starts, labels, prev_key = count0.long(), starts0.long(), init[5], pk0
+    else:
+        last = (rows.bos.long() + rows.lens.long() - 1).clamp(min=0)
+        count = torch.where(has[:, None], p.count[last], count0).long()
+        starts = torch.where(has[:, None, None], p.starts[last], starts0).long()
+        labels = torch.where(has[:, None, None], p.labels[last].long(), init[5])
+        prev_key = torch.where(has[:, None, None], kf[last].to(torch.float64), pk0)
+    prev_key = prev_key.to(torch.float64 if kf.dtype == torch.float64 else torch.float32)
+    return Cache(states=states, info=_final_info(p, iota, rows, init), starts=starts, labels=labels,
+                 count=count, prev_key=prev_key,
+                 position=(rows.pos0.long() + rows.lens.long()))

@@ -1,0 +1,212 @@
+"""Chunked forward of the ``gla`` base (DLA-5.1, DLA-5.3, DLA-5.4) for any plan.
+
+Chunk ``[a, b)`` of a row starts from the partition at ``a - 1``: states
+``S_j`` (``j < count_{a-1}``) decayed to ``a - 1``. The partition only
+coarsens (DLA-3.6), so at a later readout ``t`` old state ``j`` lies inside
+exactly one slot, the one holding its start, and
+
+``o_t = scale * ( sum_j lam_t[lbl_t(j)] exp(G_t - G_{a-1}) q_t^T S_j
+                 + sum_{a <= s <= t} lam_t[label_t(s)] exp(G_t - G_s) (q_t . k_s) v_s )``.
+
+Two kernels: ``state_pass_kernel`` walks the chunks of a row in order and
+writes the states at every chunk start (new slot ``m`` at ``b - 1`` = the old
+states inside it, decayed over the chunk, plus the chunk's tokens inside it);
+``output_kernel`` runs over all chunks in parallel and forms both sums.
+Decays use chunk-local cumulative sums of ``g`` in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from dla.impls.triton_gpu.plan_kernel import DevicePlan, bucket
+from dla.impls.triton_gpu.rows import Rows
+
+BIG = 2**30
+
+
+@triton.jit
+def state_pass_kernel(
+    k_ptr, v_ptr, g_ptr, count_ptr, starts_ptr, pcount_ptr, pstarts_ptr,
+    bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr,
+    NT_MAX: tl.constexpr,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    """States at every chunk start of one (sequence, head, V block), chunk after chunk."""
+    iv = tl.program_id(0)
+    r = tl.program_id(1)
+    n = r // H
+    hh = r % H
+    bos = tl.load(bos_ptr + n)
+    length = tl.load(lens_ptr + n)
+    p0 = tl.load(pos0_ptr + n)
+    hofs = tl.load(hofs_ptr + n)
+    ot = tl.arange(0, BT)
+    ok = tl.arange(0, BK)
+    ov = iv * BV + tl.arange(0, BV)
+    kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
+    kv_off = ok[:, None] * V + ov[None, :]
+    nt = tl.cdiv(length, BT)
+    for i in range(0, NT_MAX):  # constexpr bounds: the interpreter needs them
+      if i < nt:
+        a = i * BT
+        nvalid = tl.minimum(length - a, BT)
+        tmask = ot < nvalid
+        tok = bos + a + ot
+        pos = p0 + a + ot
+        g = tl.load(g_ptr + tok * H + hh, mask=tmask, other=0.0).to(tl.float32)
+        gc = tl.cumsum(g, axis=0)
+        glast = tl.sum(g, axis=0)
+        dec = tl.where(tmask, tl.exp(glast - gc), 0.0)
+        kt = tl.load(k_ptr + (tok * H + hh)[:, None] * K + ok[None, :],
+                     mask=tmask[:, None] & (ok[None, :] < K), other=0.0)
+        vt = tl.load(v_ptr + (tok * H + hh)[:, None] * V + ov[None, :],
+                     mask=tmask[:, None] & (ov[None, :] < V), other=0.0)
+        kd = (kt.to(tl.float32) * dec[:, None]).to(kt.dtype)
+        gch = hofs - n + i
+        cnt_p = tl.load(pcount_ptr + gch * H + hh)
+        pst = pstarts_ptr + (gch * H + hh) * C
+        tok_e = bos + a + nvalid - 1
+        cnt_e = tl.load(count_ptr + tok_e * H + hh)
+        est = starts_ptr + (tok_e * H + hh) * C
+        hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
+        hnew = h_ptr + ((hofs + i + 1) * H + hh).to(tl.int64) * (C * K * V)
+        for m in range(0, C):
+          if m < cnt_e:
+            lo = tl.load(est + m)
+            hi = tl.load(est + m + 1, mask=m + 1 < cnt_e, other=BIG)
+            acc = tl.zeros((BK, BV), dtype=tl.float32)
+            for j in range(0, C):
+                spj = tl.load(pst + j, mask=j < cnt_p, other=-1)
+                if (spj >= lo) & (spj < hi):
+                    acc += tl.load(hold + j * K * V + kv_off, mask=kv_mask, other=0.0)
+            acc = acc * tl.exp(glast)
+            sel = tmask & (pos >= lo) & (pos < hi)
+            kw = tl.where(sel[:, None], kd, 0.0).to(kt.dtype)
+            acc += tl.dot(tl.trans(kw), vt, input_precision=PREC)
+            tl.store(hnew + m * K * V + kv_off, acc, mask=kv_mask)
+        tl.debug_barrier()
+
+
+@triton.jit
+def output_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, lam_ptr, count_ptr, starts_ptr, labels_ptr,
+    pcount_ptr, pstarts_ptr, table_ptr, bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr, o_ptr,
+    scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+):
+    """Output of one chunk: inter (old states, relabeled at each t) + intra (masked, labeled)."""
+    iv = tl.program_id(0)
+    gch = tl.program_id(1)
+    hh = tl.program_id(2)
+    n = tl.load(table_ptr + gch * 2)
+    i = tl.load(table_ptr + gch * 2 + 1)
+    bos = tl.load(bos_ptr + n)
+    length = tl.load(lens_ptr + n)
+    p0 = tl.load(pos0_ptr + n)
+    hofs = tl.load(hofs_ptr + n)
+    a = i * BT
+    nvalid = tl.minimum(length - a, BT)
+    ot = tl.arange(0, BT)
+    ok = tl.arange(0, BK)
+    ov = iv * BV + tl.arange(0, BV)
+    jj = tl.arange(0, CP)
+    tmask = ot < nvalid
+    tok = bos + a + ot
+    row = tok * H + hh
+    pos = p0 + a + ot
+    qk_mask = tmask[:, None] & (ok[None, :] < K)
+    q = tl.load(q_ptr + row[:, None] * K + ok[None, :], mask=qk_mask, other=0.0)
+    k = tl.load(k_ptr + row[:, None] * K + ok[None, :], mask=qk_mask, other=0.0)
+    v = tl.load(v_ptr + row[:, None] * V + ov[None, :], mask=tmask[:, None] & (ov[None, :] < V),
+                other=0.0)
+    g = tl.load(g_ptr + row, mask=tmask, other=0.0).to(tl.float32)
+    gc = tl.cumsum(g, axis=0)
+    cnt_t = tl.load(count_ptr + row, mask=tmask, other=0)
+    # slot tiles at every readout t: start, next start, lam_t[label]
+    used = tmask[:, None] & (jj[None, :] < cnt_t[:, None])
+    st2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :], mask=used, other=BIG)
+    nxt = tmask[:, None] & (jj[None, :] + 1 < cnt_t[:, None])
+    stn2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
+    lb2 = tl.load(labels_ptr + row[:, None] * C + jj[None, :], mask=used, other=0)
+    lam2 = tl.load(lam_ptr + row[:, None] * C + lb2, mask=used, other=0.0).to(tl.float32)
+    # intra-chunk: masked, labeled
+    W = tl.zeros((BT, BT), dtype=tl.float32)
+    for ii in range(0, C):
+        u = tmask & (ii < cnt_t)
+        st_i = tl.load(starts_ptr + row * C + ii, mask=u, other=BIG)
+        stn_i = tl.load(starts_ptr + row * C + ii + 1, mask=tmask & (ii + 1 < cnt_t), other=BIG)
+        lb_i = tl.load(labels_ptr + row * C + ii, mask=u, other=0)
+        lam_i = tl.load(lam_ptr + row * C + lb_i, mask=u, other=0.0).to(tl.float32)
+        inside = (pos[None, :] >= st_i[:, None]) & (pos[None, :] < stn_i[:, None])
+        W += tl.where(inside, lam_i[:, None], 0.0)
+    causal = (ot[:, None] >= ot[None, :]) & tmask[:, None] & tmask[None, :]
+    A = tl.dot(q, tl.trans(k), input_precision=PREC)
+    A = tl.where(causal, A * W * tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
+    o = tl.dot(A.to(v.dtype), v, input_precision=PREC)
+    # inter-chunk: old states at a - 1, each weighted by the label of its slot at t
+    cnt_p = tl.load(pcount_ptr + gch * H + hh)
+    pst = pstarts_ptr + (gch * H + hh) * C
+    hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
+    kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
+    eg = tl.exp(gc)
+    for j in range(0, C):
+        spj = tl.load(pst + j, mask=j < cnt_p, other=BIG)
+        wj = tl.sum(tl.where((st2 <= spj) & (spj < stn2), lam2, 0.0), axis=1)
+        S = tl.load(hold + j * K * V + ok[:, None] * V + ov[None, :], mask=kv_mask, other=0.0)
+        o += (wj * eg)[:, None] * tl.dot(q, S.to(q.dtype), input_precision=PREC)
+    o = o * scale
+    tl.store(o_ptr + row[:, None] * V + ov[None, :], o.to(o_ptr.dtype.element_ty),
+             mask=tmask[:, None] & (ov[None, :] < V))
+
+
+def previous_partition(plan: DevicePlan, rows: Rows, init_count: torch.Tensor,
+                       init_starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The partition at ``a - 1`` for every chunk ``[a, b)``: ``[NC, H]``, ``[NC, H, C]`` int32.
+
+    Chunk 0 of a sequence continues the carried cache (``init_*`` ``[N, H, ...]``).
+    """
+    tab = rows.chunk_table.long()
+    if tab.shape[0] == 0:
+        H, C = plan.starts.shape[1:]
+        return (torch.zeros((0, H), dtype=torch.int32, device=tab.device),
+                torch.zeros((0, H, C), dtype=torch.int32, device=tab.device))
+    n, i = tab[:, 0], tab[:, 1]
+    tok = (rows.bos.long()[n] + i * rows.chunk - 1).clamp(min=0)
+    first = (i == 0)
+    pc = torch.where(first[:, None], init_count[n].to(torch.int32), plan.count[tok])
+    ps = torch.where(first[:, None, None], init_starts[n].to(torch.int32), plan.starts[tok])
+    return pc.contiguous(), ps.contiguous()
+
+
+def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor,
+                   prev: tuple[torch.Tensor, torch.Tensor], scale: float,
+                   out_dtype: torch.dtype) -> torch.Tensor:
+    """Run the state pass then the output kernel; ``h`` holds the initial states already."""
+    BTOK, H, K = q.shape
+    V = v.shape[-1]
+    C = plan.starts.shape[-1]
+    BT = rows.chunk
+    BK = max(16, triton.next_power_of_2(K))
+    BV = min(max(16, triton.next_power_of_2(V)), 64)
+    NV = triton.cdiv(V, BV)
+    prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    o = torch.empty((BTOK, H, V), dtype=out_dtype, device=q.device)
+    pc, ps = prev
+    if rows.N * H and rows.max_len:
+        state_pass_kernel[(NV, rows.N * H)](
+            k, v, g, plan.count, plan.starts, pc, ps,
+            rows.bos, rows.lens, rows.pos0, rows.hofs, h,
+            NT_MAX=bucket(triton.cdiv(rows.max_len, BT)), H=H, K=K, V=V, C=C, BT=BT, BK=BK,
+            BV=BV, PREC=prec, num_warps=4,
+        )
+        output_kernel[(NV, rows.chunk_table.shape[0], H)](
+            q, k, v, g, lam, plan.count, plan.starts, plan.labels, pc, ps, rows.chunk_table,
+            rows.bos, rows.lens, rows.pos0, rows.hofs, h, o, float(scale),
+            H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C + 1), BT=BT, BK=BK, BV=BV,
+            PREC=prec, num_warps=4,
+        )
+    return o

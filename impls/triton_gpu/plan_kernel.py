@@ -1,0 +1,181 @@
+"""The plan on the device: scores (DLA-2), the DLA scan (DLA-3), the Fenwick partition (DLA-4).
+
+Scores are computed for all tokens at once (float64, the reference's
+formula). Under ``dla`` a boundary depends on the score alone (DLA-3.1), but
+merges depend on the running informations, so one Triton program per
+(sequence, head) scans the tokens in order, keeping the ``C + 1`` slot
+starts and informations in registers; informations are float64 running sums
+in the reference's order, so plans agree exactly with ``dla.reference``.
+The Fenwick partition is closed-form (DLA-4.1) and vectorized in torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from dla.impls.triton_gpu.rows import Rows
+from dla.reference.policies import fenwick_capacity
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """A plan in the kernels' layout: ``[B * T, H, ...]`` int32, plus the final partition."""
+
+    boundary: torch.Tensor  # [BT, H] bool
+    count: torch.Tensor  # [BT, H] int32
+    starts: torch.Tensor  # [BT, H, C] int32
+    labels: torch.Tensor  # [BT, H, C] int32
+    final_info: torch.Tensor | None  # [N, H, C] float64 (None: recompute from the plan)
+
+
+# ----------------------------------------------------------------- scores (DLA-2)
+def token_scores(k: torch.Tensor, rows: Rows, prev_key: torch.Tensor | None) -> torch.Tensor:
+    """DLA-2.1 to DLA-2.3: ``iota [B * T, H]`` float64 from keys ``[B * T, H, K]``."""
+    kd = k.to(torch.float64)
+    prev = torch.zeros_like(kd)
+    prev[1:] = kd[:-1]
+    nonempty = rows.lens > 0
+    first = rows.bos.long()[nonempty]
+    has_prev = torch.ones(kd.shape[0], dtype=torch.bool, device=k.device)
+    has_prev[first] = False
+    if prev_key is not None:
+        prev[first] = prev_key.to(device=k.device, dtype=torch.float64)[nonempty]
+        has_prev[first] = rows.pos0.long()[nonempty] > 0
+    na = torch.linalg.vector_norm(kd, dim=-1)
+    nb = torch.linalg.vector_norm(prev, dim=-1)
+    den = na * nb
+    cos = torch.where(den > 0, (kd * prev).sum(-1) / torch.where(den > 0, den, 1.0), 0.0)
+    iota = 1.0 - cos.clamp(-1.0, 1.0)
+    return torch.where(has_prev[:, None], iota, 0.0)
+
+
+# ----------------------------------------------------------------- DLA scan (DLA-3)
+def bucket(n: int) -> int:
+    """A loop bound for ``n`` iterations, rounded up to a power of two so few variants compile."""
+    return triton.next_power_of_2(max(n, 1))
+
+
+@triton.jit
+def _shift_down(x, j, CP: tl.constexpr, fill):
+    """``y[i] = x[i + 1]`` (``fill`` past the end), exactly: one term per sum."""
+    sel = j[None, :] == (j[:, None] + 1)
+    y = tl.sum(tl.where(sel, x[None, :], 0), axis=1)
+    return tl.where(j + 1 < CP, y, fill)
+
+
+@triton.jit
+def dla_scan_kernel(
+    iota_ptr, bos_ptr, lens_ptr, pos0_ptr, count0_ptr, starts0_ptr, info0_ptr, tau,
+    bnd_ptr, count_ptr, starts_ptr, labels_ptr, info_out_ptr,
+    MAX_LEN: tl.constexpr, H: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
+):
+    """DLA-3.1 to DLA-3.5 for one (sequence, head): open, write, merge, record, token by token."""
+    r = tl.program_id(0)
+    n = r // H
+    h = r % H
+    bos = tl.load(bos_ptr + n)
+    length = tl.load(lens_ptr + n)
+    p0 = tl.load(pos0_ptr + n)
+    j = tl.arange(0, CP)
+    live = j < C
+    cnt = tl.load(count0_ptr + r)
+    st = tl.load(starts0_ptr + r * C + j, mask=live, other=-1)
+    inf = tl.load(info0_ptr + r * C + j, mask=live, other=0.0)
+    for t in range(0, MAX_LEN):  # constexpr bound: the interpreter needs it
+        if t < length:
+            tok = bos + t
+            x = tl.load(iota_ptr + tok * H + h)
+            bnd = (cnt == 0) | (x > tau)
+            opening = bnd & (j == cnt)
+            st = tl.where(opening, p0 + t, st)
+            inf = tl.where(opening, 0.0, inf)
+            cnt = cnt + bnd.to(tl.int32)
+            inf = tl.where(j == cnt - 1, inf + x, inf)
+            if cnt > C:
+                nxt = _shift_down(inf, j, CP, 0.0)
+                cost = tl.where(j < C, inf + nxt, float("inf"))
+                m = tl.argmin(cost, axis=0, tie_break_left=True)
+                inf = tl.where(j < m, inf, tl.where(j == m, inf + nxt, nxt))
+                st = tl.where(j <= m, st, _shift_down(st, j, CP, -1))
+                cnt = cnt - 1
+            base = (tok * H + h) * C
+            tl.store(starts_ptr + base + j, st, mask=live)
+            tl.store(labels_ptr + base + j, tl.where(j < cnt, cnt - 1 - j, -1), mask=live)
+            tl.store(count_ptr + tok * H + h, cnt)
+            tl.store(bnd_ptr + tok * H + h, bnd.to(tl.int8))
+    tl.store(info_out_ptr + r * C + j, inf, mask=live)
+
+
+def plan_dla(iota: torch.Tensor, rows: Rows, C: int, tau: float, init: tuple) -> DevicePlan:
+    """Launch the DLA scan; ``init = (count0 [N,H], starts0 [N,H,C], info0 [N,H,C])``."""
+    BT, H = iota.shape
+    dev = iota.device
+    count0, starts0, info0 = init
+    bnd = torch.empty((BT, H), dtype=torch.int8, device=dev)
+    count = torch.empty((BT, H), dtype=torch.int32, device=dev)
+    starts = torch.empty((BT, H, C), dtype=torch.int32, device=dev)
+    labels = torch.empty((BT, H, C), dtype=torch.int32, device=dev)
+    info = torch.empty((rows.N, H, C), dtype=torch.float64, device=dev)
+    if rows.N * H:
+        dla_scan_kernel[(rows.N * H,)](
+            iota.contiguous(), rows.bos, rows.lens, rows.pos0,
+            count0.contiguous(), starts0.contiguous(), info0.contiguous(), float(tau),
+            bnd, count, starts, labels, info,
+            MAX_LEN=bucket(rows.max_len), H=H, C=C, CP=triton.next_power_of_2(C + 1), num_warps=1,
+        )
+    return DevicePlan(bnd.bool(), count, starts, labels, info)
+
+
+# ----------------------------------------------------------------- Fenwick (DLA-4)
+def fenwick_positions(rows: Rows, BT: int) -> torch.Tensor:
+    """The absolute position (carried tokens included) of every flat token ``[B * T]``."""
+    dev = rows.bos.device
+    lens = rows.lens.long()
+    seq = torch.repeat_interleave(torch.arange(rows.N, device=dev), lens)
+    local = torch.arange(int(lens.sum()), device=dev) - torch.repeat_interleave(
+        torch.cumsum(lens, 0) - lens, lens)
+    pos = torch.zeros(BT, dtype=torch.int64, device=dev)
+    pos[rows.bos.long()[seq] + local] = rows.pos0.long()[seq] + local
+    return pos
+
+
+def plan_fenwick(rows: Rows, BT: int, H: int, C: int) -> DevicePlan:
+    """DLA-4.1, DLA-4.2: at position ``p`` level ``l >= 1`` exists iff bit ``l - 1`` of ``p`` is 1.
+
+    Its tokens are ``[(p >> l) << l, ((p >> l) << l) + 2 ** (l - 1))``; level 0 is
+    ``p`` alone. Slots list the levels from the highest (oldest) down.
+    """
+    pos = fenwick_positions(rows, BT)
+    if rows.max_len:
+        top = int((rows.pos0.long() + rows.lens.long() - 1).clamp(min=0).max())
+        need = fenwick_capacity(top + 1)
+        if need > C:
+            raise ValueError(
+                f"capacity: the fenwick policy needs capacity >= {need} to reach position "
+                f"{top}, got {C} (DLA-4.2, DLA-9.11)"
+            )
+    lv = torch.arange(C - 1, -1, -1, device=pos.device)  # levels, oldest first
+    bit = (pos[:, None] >> (lv - 1).clamp(min=0)[None, :]) & 1
+    exists = (lv[None, :] == 0) | ((lv[None, :] >= 1) & (bit == 1))
+    lstart = (pos[:, None] >> lv[None, :]) << lv[None, :]
+    slot = torch.cumsum(exists.long(), dim=1) - 1  # [BT, C]
+    count = exists.sum(1)
+    starts = torch.full((BT, C), -1, dtype=torch.int64, device=pos.device)
+    labels = torch.full((BT, C), -1, dtype=torch.int64, device=pos.device)
+    idx = torch.where(exists, slot, C)  # park missing levels in an extra column
+    starts = torch.cat([starts, starts[:, :1]], 1).scatter(
+        1, idx, torch.where(exists, lstart, -1))[:, :C]
+    labels = torch.cat([labels, labels[:, :1]], 1).scatter(
+        1, idx, torch.where(exists, lv[None, :].expand_as(idx), -1))[:, :C]
+
+    def rep(x: torch.Tensor) -> torch.Tensor:
+        return x[:, None].expand(BT, H, *x.shape[1:]).contiguous()
+
+    return DevicePlan(
+        boundary=torch.ones((BT, H), dtype=torch.bool, device=pos.device),
+        count=rep(count.to(torch.int32)), starts=rep(starts.to(torch.int32)),
+        labels=rep(labels.to(torch.int32)), final_info=None,
+    )

@@ -1,0 +1,57 @@
+"""Row and chunk layout shared by the Triton kernels (DLA-1.1, DLA-8.1).
+
+A *row* is one (sequence, head) pair. Tensors keep the ``[B, T, H, ...]``
+layout; the kernels see them flattened to ``[B * T, H, ...]`` and address a
+sequence ``n`` by its first token ``bos[n]`` and length ``lens[n]``. Without
+``cu_seqlens`` sequence ``n`` is batch row ``n``; with it, sequence ``n`` is
+``[cu_seqlens[n], cu_seqlens[n+1])`` of the single batch row.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Where each sequence lives, and how it is cut into chunks of ``chunk`` tokens."""
+
+    N: int  # sequences
+    H: int
+    bos: torch.Tensor  # [N] int32: first flat token of each sequence
+    lens: torch.Tensor  # [N] int32
+    pos0: torch.Tensor  # [N] int32: carried tokens (DLA-7: positions include them)
+    chunk: int
+    chunk_table: torch.Tensor  # [NC, 2] int32: (sequence, chunk index within it)
+    hofs: torch.Tensor  # [N] int32: first state snapshot of sequence n (NT_n + 1 snapshots)
+    n_snapshots: int
+    max_len: int
+
+
+def make_rows(B: int, T: int, H: int, cu: list[int] | None, pos0: list[int], chunk: int,
+              device: torch.device) -> Rows:
+    """Build the row layout; ``cu`` is the validated ``cu_seqlens`` as a list (or None)."""
+    if cu is None:
+        bos = [b * T for b in range(B)]
+        lens = [T] * B
+    else:
+        bos = cu[:-1]
+        lens = [b - a for a, b in itertools.pairwise(cu)]
+    table, hofs, acc = [], [], 0
+    for n, length in enumerate(lens):
+        nt = -(-length // chunk)
+        hofs.append(acc)
+        acc += nt + 1
+        table += [(n, i) for i in range(nt)]
+
+    def i32(x: list) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.int32, device=device)
+
+    return Rows(
+        N=len(lens), H=H, bos=i32(bos), lens=i32(lens), pos0=i32(pos0), chunk=chunk,
+        chunk_table=i32(table).reshape(-1, 2), hofs=i32(hofs), n_snapshots=acc,
+        max_len=max(lens, default=0),
+    )
