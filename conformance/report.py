@@ -136,6 +136,8 @@ class Report:
                 continue
             rows.append((r.level, _clause_cell(r), _check_label(r), "PASS" if r.passed else "FAIL",
                          _error_cell(r), _where_cell(r)))
+        if only_failures and len(rows) == 1:
+            return "no failed checks"
         widths = [min(max(len(row[i]) for row in rows), 72) for i in range(len(rows[0]))]
         lines = [" | ".join(c[:72].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                  for row in rows]

@@ -1,0 +1,175 @@
+"""The ``dla-conformance`` command line (also ``python -m dla.conformance``).
+
+- ``run --impl NAME_OR_PATH [--levels ...] [--dtype ...] [--device ...]
+  [--profile ci|thorough] [--seed N] [--report out.json]``: certify an
+  implementation; exit 0 only when every level run passes, 1 otherwise,
+  2 on usage errors.
+- ``fixtures generate [--out DIR]`` / ``fixtures verify [--dir DIR]``: the golden
+  fixtures (``dla.conformance.golden``).
+- ``list``: the registered implementations and their claims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _split_words(values: Sequence[str] | None) -> list[str] | None:
+    """``["plan,execute", "varlen"]`` -> ``["plan", "execute", "varlen"]``."""
+    if values is None:
+        return None
+    return [w for v in values for w in v.replace(",", " ").split() if w]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dla.conformance.checks import PROFILES
+    from dla.conformance.loader import ALL_LEVELS
+
+    p = argparse.ArgumentParser(
+        prog="dla-conformance",
+        description="Certify a DLA implementation against the DLA-v1 reference, clause by clause.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="certify an implementation")
+    run.add_argument(
+        "--impl",
+        required=True,
+        help="registered name (see `list`), 'module:attribute' or a module path",
+    )
+    run.add_argument(
+        "--levels",
+        nargs="+",
+        metavar="LEVEL",
+        help=f"levels to run (default: the claimed ones + properties): {', '.join(ALL_LEVELS)}",
+    )
+    run.add_argument("--dtype", nargs="+", help="dtypes to run in (default: the claimed ones)")
+    run.add_argument("--device", nargs="+", help="devices to run on (default: the claimed ones)")
+    run.add_argument(
+        "--profile",
+        default="ci",
+        choices=sorted(PROFILES),
+        help="ci: fast; thorough: more cases, larger shapes",
+    )
+    run.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    run.add_argument("--report", type=Path, help="write the JSON report to this file")
+    run.add_argument(
+        "--only-failures", action="store_true", help="table rows of failed checks only"
+    )
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    fx = sub.add_parser("fixtures", help="golden fixtures").add_subparsers(
+        dest="action", required=True
+    )
+    gen = fx.add_parser("generate", help="regenerate the golden fixtures from the reference")
+    gen.add_argument("--out", type=Path, help="output directory (default: the packaged fixtures)")
+    ver = fx.add_parser(
+        "verify", help="check the fixtures' checksums and that the reference reproduces them"
+    )
+    ver.add_argument("--dir", type=Path, help="fixtures directory (default: the packaged fixtures)")
+    sub.add_parser("list", help="registered implementations and their claims")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dla.conformance import certify
+
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    report = certify(
+        args.impl,
+        levels=_split_words(args.levels),
+        dtype=_split_words(args.dtype),
+        device=_split_words(args.device),
+        profile=args.profile,
+        seed=args.seed,
+        progress=progress,
+    )
+    print(report.table(only_failures=args.only_failures))
+    print()
+    print(report.summary())
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report.to_json(), indent=2, default=_json_default) + "\n")
+        print(f"report written to {args.report}")
+    return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+def _golden() -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module("dla.conformance.golden")
+    except ImportError as exc:
+        raise _UsageError(
+            f"the golden fixtures module dla.conformance.golden is not available: {exc}"
+        ) from exc
+
+
+def _fixtures(args: argparse.Namespace) -> int:
+    golden = _golden()
+    if args.action == "generate":
+        paths = golden.generate(args.out)
+        print(f"wrote {len(paths)} files" + (f" under {args.out}" if args.out else ""))
+        return EXIT_PASS
+    result = golden.verify(args.dir)
+    print(result)
+    return EXIT_PASS if result.ok else EXIT_FAIL
+
+
+def _list() -> int:
+    from dla.conformance.loader import LoadError, load
+    from dla.impls import REGISTRY
+
+    for name, module in REGISTRY.items():
+        try:
+            claims = load(name).claims
+        except LoadError as exc:
+            print(f"{name} ({module}): unavailable: {exc}")
+            continue
+        print(f"{name} ({module})")
+        for key, value in claims.items():
+            shown = ", ".join(value) if isinstance(value, tuple) else value
+            print(f"    {key}: {shown}")
+    return EXIT_PASS
+
+
+class _UsageError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 pass, 1 failure, 2 usage error)."""
+    from dla.conformance.loader import LoadError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "fixtures":
+            return _fixtures(args)
+        return _list()
+    except (LoadError, ValueError, _UsageError) as exc:
+        print(f"dla-conformance: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
