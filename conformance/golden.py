@@ -391,7 +391,8 @@ def _schema_validator(root: Path) -> Any:
     return jsonschema.Draft202012Validator(schema)
 
 
-def _check_index(root: Path, report: VerifyReport) -> list[dict[str, Any]]:
+def _check_index(root: Path, report: VerifyReport, names: list[str] | None
+                 ) -> list[dict[str, Any]]:
     index = _load_json(root / INDEX_NAME, report.problems)
     if not isinstance(index, dict):
         return []
@@ -406,7 +407,7 @@ def _check_index(root: Path, report: VerifyReport) -> list[dict[str, Any]]:
         report.problems.append(f"{SCHEMA_NAME}: SHA-256 differs from index.json (or file missing)")
     entries = index.get("cases", [])
     listed = {e.get("name") for e in entries}
-    known = {s.name for s in gc.catalogue()}
+    known = {s.name for s in gc.catalogue() if names is None or s.name in names}
     present = (
         {p.name for p in (root / CASES_DIR).iterdir()} if (root / CASES_DIR).exists() else set()
     )
@@ -550,20 +551,26 @@ def _verify_case(
     return verdict
 
 
-def verify(fixtures_dir: Path | None = None) -> VerifyReport:
-    """Check checksums, schema and index, then regenerate every case and compare (module doc)."""
+def verify(fixtures_dir: Path | None = None, *, names: list[str] | None = None) -> VerifyReport:
+    """Check checksums, schema and index, then regenerate every case and compare (module doc).
+
+    ``names`` restricts the per-case checks (and the "every catalogue case is
+    listed" check) to those cases, e.g. for a directory made by
+    ``generate(names=...)``.
+    """
     root = Path(fixtures_dir) if fixtures_dir is not None else default_dir()
     report = VerifyReport(root)
     if not (root / INDEX_NAME).exists():
         report.problems.append(f"{INDEX_NAME}: missing in {root}")
         return report
-    entries = _check_index(root, report)
+    entries = _check_index(root, report, names)
     if not (root / SCHEMA_NAME).exists():
         report.problems.append(f"{SCHEMA_NAME}: missing")
         return report
     validator = _schema_validator(root)
     specs = {s.name: s for s in gc.catalogue()}
-    report.cases = [_verify_case(root, e, validator, specs) for e in entries]
+    chosen = [e for e in entries if names is None or e.get("name") in names]
+    report.cases = [_verify_case(root, e, validator, specs) for e in chosen]
     return report
 
 
@@ -577,9 +584,14 @@ class GoldenCase:
     Call ``forward(**inputs, config=config, plan=plan, initial_cache=initial_cache,
     output_final_cache=output_final_cache)``: valid cases must give
     ``expected_o`` (and ``expected_cache``) within the tolerance model; invalid
-    ones must raise ``error``. ``expected_plan`` is ``make_plan`` of the inputs
-    (with ``initial_cache`` and ``cu_seqlens``), to compare exactly; ``plan``
-    is an injected plan (DLA-6.2) when not ``None``.
+    ones must raise ``error`` (a message starting with the argument named in
+    ``manifest["error"]["argument"]``, DLA-9.13). ``levels`` are the conformance
+    levels (DLA-11.2) an implementation must claim for the case to apply to it.
+    The gradient case has ``grad_output`` (the cotangent of ``o``) and
+    ``expected_grads`` (central finite differences of ``sum(grad_output * o)``
+    with ``plan`` frozen, DLA-10.5), keyed by input name. ``expected_plan`` is
+    ``make_plan`` of the inputs (with ``initial_cache`` and ``cu_seqlens``), to
+    compare exactly; ``plan`` is an injected plan (DLA-6.2) when not ``None``.
     """
 
     name: str
