@@ -85,10 +85,12 @@ def _carried(cache: Cache | None, n: slice, H: int, C: int) -> _Carried:
 
 
 def _scores(config: Config, k_rows: torch.Tensor | None, s_rows: torch.Tensor | None,
-            prev_key: np.ndarray | None) -> np.ndarray:
-    """DLA-2: ``iota [R, T]`` in float64 (see :mod:`dla.impls.torch_cpu.plan`)."""
+            car: _Carried) -> np.ndarray:
+    """DLA-2: ``iota [R, T]`` in float64 (see :mod:`dla.impls.torch_cpu.plan`); a cache at
+    position 0 is a fresh sequence (DLA-2.3)."""
     return token_scores(config.score, None if k_rows is None else _np64(k_rows),
-                        None if s_rows is None else _np64(s_rows), prev_key)
+                        None if s_rows is None else _np64(s_rows), car.prev_key,
+                        carried=car.part.position > 0)
 
 
 # ----------------------------------------------------------------- planning
@@ -109,7 +111,7 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
         n = slice(i, i + 1) if cu is not None else slice(0, B)
         car = _carried(initial_cache, n, H, C)
         iota = _scores(config, None if k_r is None else k_r[:, a:b],
-                       None if s_r is None else s_r[:, a:b], car.prev_key)
+                       None if s_r is None else s_r[:, a:b], car)
         parts.append(run_policy(iota, config, car.part))
     return _assemble_plan(parts, B, H)
 
@@ -191,7 +193,7 @@ def _forward_segment(config, sl, s_rows, plan_rows, car: _Carried, scale, chunk_
     R, T, K = sl["q"].shape
     C = config.capacity
     dt = sl["q"].dtype
-    iota = _scores(config, sl["k"], s_rows, car.prev_key)
+    iota = _scores(config, sl["k"], s_rows, car)
     if plan_rows is None:
         rp = run_policy(iota, config, car.part)
         st, lb, cnt = (torch.from_numpy(x) for x in (rp.starts, rp.labels, rp.count))
@@ -200,6 +202,8 @@ def _forward_segment(config, sl, s_rows, plan_rows, car: _Carried, scale, chunk_
         if config.policy == "fenwick":
             check_fenwick_capacity(C, car.part.position, T)
         st, lb, cnt = plan_rows["starts"], plan_rows["labels"], plan_rows["count"]
+        val.check_plan_coarsens(st.numpy(), cnt.numpy(), car.part.starts, car.part.count,
+                                car.part.position)
         exact_info = None
     S0 = (torch.zeros(R, C, K, V, dtype=dt) if car.states is None else car.states.to(dt))
     if T == 0:

@@ -69,8 +69,9 @@ class ChunkIndex:
 
 
 def _slot_of(st: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Slot of positions ``p [..., X]`` in partitions ``st [..., C]`` (unused = BIG)."""
-    return (st.unsqueeze(-2) <= p.unsqueeze(-1)).sum(-1) - 1
+    """Slot of positions ``p [..., X]`` in sorted partitions ``st [..., C]`` (unused = BIG):
+    the number of starts ``<= p``, minus one (a binary search per position)."""
+    return torch.searchsorted(st.contiguous(), p.contiguous(), right=True) - 1
 
 
 def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
