@@ -215,7 +215,8 @@ def realize(spec: gc.CaseSpec) -> Realized:
         m = _min_margin(out)
         min_margin = None if math.isinf(m) else m
     levels = _levels(built, spec)
-    clauses = sorted(set(spec.clauses) | ({"DLA-11.2"} if len(levels) > 1 else set()))
+    extra = {"DLA-11.2"} if len(levels) > 1 else set()
+    clauses = sorted(set(spec.clauses) | extra, key=gc.clause_key)
     manifest = _manifest(spec, seed, built, arrays, clauses, levels, min_margin)
     return Realized(spec, seed, arrays, manifest)
 
@@ -483,6 +484,9 @@ _EXACT_MANIFEST_KEYS = (
     "format_version",
     "name",
     "kind",
+    "description",
+    "rng",
+    "regenerate",
     "policy",
     "base",
     "config",
@@ -674,13 +678,29 @@ def iter_cases(fixtures_dir: Path | None = None) -> Iterator[GoldenCase]:
 # ----------------------------------------------------------------- command line
 
 
+def coverage(fixtures_dir: Path | None = None) -> dict[str, list[str]]:
+    """Clause id -> the cases whose manifest cites it, in clause order."""
+    root = Path(fixtures_dir) if fixtures_dir is not None else default_dir()
+    index = json.loads((root / INDEX_NAME).read_text())
+    table: dict[str, list[str]] = {}
+    for entry in index["cases"]:
+        for clause in json.loads((root / entry["manifest"]).read_text())["clauses"]:
+            table.setdefault(clause, []).append(entry["name"])
+    return {c: table[c] for c in sorted(table, key=gc.clause_key)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dla.conformance.golden generate [DIR] | verify [DIR]``."""
+    """``python -m dla.conformance.golden generate [DIR] | verify [DIR] | coverage [DIR]``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("generate", "verify"):
-        print("usage: python -m dla.conformance.golden generate|verify [DIR]", file=sys.stderr)
+    if not args or args[0] not in ("generate", "verify", "coverage"):
+        print("usage: python -m dla.conformance.golden generate|verify|coverage [DIR]",
+              file=sys.stderr)
         return 2
     target = Path(args[1]) if len(args) > 1 else None
+    if args[0] == "coverage":
+        for clause, names in coverage(target).items():
+            print(f"{clause}: {', '.join(names)}")
+        return 0
     if args[0] == "generate":
         paths = generate(target)
         print(f"wrote {len(paths)} files under {target or default_dir()}")

@@ -636,19 +636,24 @@ GLA = {"capacity": 2, "tau": 0.5}
 SC = {"capacity": 3, "tau": 0.5}
 
 
+def clause_key(clause: str) -> tuple[int, ...]:
+    """Numeric order of clause ids: DLA-2.1 before DLA-10.1."""
+    return tuple(int(x) for x in clause.removeprefix("DLA-").split("."))
+
+
 def valid(name: str, description: str, config: dict[str, Any], dims: Dims, seed: int,
           clauses: tuple[str, ...], build: Callable[[Draws, CaseSpec], Built],
           check: Callable[[Outcome], None] | None = None, **kw: Any) -> CaseSpec:
-    return CaseSpec(name, description, config, dims, seed, tuple(sorted(set(BASICS + clauses))),
-                    build, check=check, **kw)
+    every = tuple(sorted(set(BASICS + clauses), key=clause_key))
+    return CaseSpec(name, description, config, dims, seed, every, build, check=check, **kw)
 
 
 def invalid(name: str, description: str, error: ErrorSpec,
             build: Callable[[Draws, CaseSpec], Built], config: dict[str, Any] | None = None,
             dims: Dims = SMALL, seed: int = 900, clauses: tuple[str, ...] = ()) -> CaseSpec:
     every = {"DLA-9.13", "DLA-11.1", "DLA-12.7", "DLA-12.8", error.clause, *clauses}
-    return CaseSpec(name, description, config or dict(GLA), dims, seed, tuple(sorted(every)),
-                    build, error=error)
+    return CaseSpec(name, description, config or dict(GLA), dims, seed,
+                    tuple(sorted(every, key=clause_key)), build, error=error)
 
 
 def _core_cases() -> list[CaseSpec]:

@@ -340,3 +340,16 @@ def test_config_stage_cases_are_refused_by_config() -> None:
     for m in staged:
         with pytest.raises(ValueError, match=f"^{m['error']['argument']}"):
             Config(**m["config"])
+
+
+def test_readme_lists_every_case_and_the_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    for name in _manifests():
+        assert f"| `{name}` |" in text, name
+    assert "dla-conformance fixtures generate" in text and "python -m dla.conformance.golden" in text
+
+
+def test_verify_compares_every_manifest_field() -> None:
+    """A new manifest field must be added to the regeneration comparison too."""
+    schema = json.loads((ROOT / golden.SCHEMA_NAME).read_text())
+    assert set(schema["required"]) - {"files", "min_margin"} == set(golden._EXACT_MANIFEST_KEYS)
