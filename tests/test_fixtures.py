@@ -346,7 +346,8 @@ def test_readme_lists_every_case_and_the_commands() -> None:
     text = (ROOT / "README.md").read_text()
     for name in _manifests():
         assert f"| `{name}` |" in text, name
-    assert "dla-conformance fixtures generate" in text and "python -m dla.conformance.golden" in text
+    assert "dla-conformance fixtures generate" in text
+    assert "python -m dla.conformance.golden" in text
 
 
 def test_verify_compares_every_manifest_field() -> None:
