@@ -85,7 +85,8 @@ class Case:
         return Shape(self.B, self.T, self.H, self.K, self.V)
 
     def rng(self, purpose: str) -> np.random.Generator:
-        return rng_for(self.data_seed, purpose)
+        """A generator determined by the whole case (so cases sharing a data seed differ)."""
+        return rng_for(self.data_seed, purpose, dataclasses.astuple(self))
 
     def inputs(self, dtype: str, purpose: str = "inputs") -> dict[str, np.ndarray]:
         """``q, k, v, g, lam`` (+ ``beta`` / ``scores``), rounded to ``dtype``."""
