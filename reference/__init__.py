@@ -4,7 +4,7 @@
 - :mod:`dla.reference.policies`: the ``dla`` and ``fenwick`` plan policies (DLA-3, DLA-4)
 - :mod:`dla.reference.recurrent`: the recurrent executor, both bases (DLA-5)
 - :mod:`dla.reference.masked`: the masked form of the ``gla`` base (DLA-5.4)
-- :mod:`dla.reference.api`: ``make_plan`` / ``forward`` with caches and varlen (DLA-7, DLA-8, DLA-11)
+- :mod:`dla.reference.api`: ``make_plan`` / ``forward``, caches and varlen (DLA-7, DLA-8, DLA-11)
 - :mod:`dla.reference.validation`: the error rules every implementation shares (DLA-9)
 """
 

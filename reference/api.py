@@ -7,19 +7,20 @@ carried ``initial_cache`` (DLA-7) are handled here, once, for every executor.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from dla.cache import Cache
-from dla.config import Config
-from dla.plan import Plan
 from dla.reference import validation as val
 from dla.reference.masked import execute_masked_rows
 from dla.reference.policies import PartitionState, RowPlan, run_policy
 from dla.reference.recurrent import execute_rows
 from dla.reference.scores import token_scores
+
+from dla.cache import CACHE_FIELDS, Cache
+from dla.config import Config
+from dla.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _f64(x: Any) -> np.ndarray | None:
 def _segments(cu: np.ndarray | None, T: int) -> list[tuple[int, int]]:
     if cu is None:
         return [(0, T)]
-    return [(int(a), int(b)) for a, b in zip(cu[:-1], cu[1:])]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(cu)]
 
 
 def _initial_partition(cache: Cache | None, n: slice, H: int, C: int) -> PartitionState:
@@ -85,7 +86,9 @@ def _prev_key(cache: Cache | None, n: slice) -> np.ndarray | None:
 
 
 # ----------------------------------------------------------------- planning
-def _plan_segment(config, k_rows, s_rows, part, prev_key) -> tuple[RowPlan, PartitionState, np.ndarray]:
+def _plan_segment(
+    config, k_rows, s_rows, part, prev_key
+) -> tuple[RowPlan, PartitionState, np.ndarray]:
     # DLA-2.3: a cache that has consumed no token (position 0) is a fresh sequence.
     iota = token_scores(config.score, k_rows, s_rows, prev_key, carried=part.position > 0)
     rp, final = run_policy(iota, config, part)
@@ -170,7 +173,9 @@ def forward(
         val.check_plan(plan, B, T, H, C)
         plan = plan.to_numpy()
     if masked and (config.base != "gla" or initial_cache is not None):
-        raise ValueError("masked: the masked form covers base='gla' without initial_cache (DLA-5.4)")
+        raise ValueError(
+            "masked: the masked form covers base='gla' without initial_cache (DLA-5.4)"
+        )
     scale = config.resolved_scale(K)
     rows = {n: to_rows(_f64(x)) for n, x in
             (("q", q), ("k", k), ("v", v), ("g", g), ("lam", lam)) }
@@ -184,10 +189,10 @@ def forward(
         n = slice(i, i + 1) if cu is not None else slice(0, B)
         part = _initial_partition(initial_cache, n, H, C)
         pk = _prev_key(initial_cache, n)
-        rp, final_part, iota = _plan_segment(
+        rp, _, iota = _plan_segment(
             config, rows["k"][:, a:b], None if scores_r is None else scores_r[:, a:b], part, pk)
         if plan_r is not None:
-            rp = RowPlan(**{f: plan_r[f][:, a:b] for f in ("boundary", "count", "starts", "labels")},
+            rp = RowPlan(**{f: x[:, a:b] for f, x in plan_r.items()},
                          boundary_margin=rp.boundary_margin, merge_margin=rp.merge_margin)
             val.check_plan_coarsens(rp.starts, rp.count, part.starts, part.count, part.position)
         sl = {n_: x[:, a:b] for n_, x in rows.items()}
@@ -209,7 +214,7 @@ def forward(
     if not output_final_cache or masked:
         return out, None
     return out, Cache(**{f: np.concatenate([getattr(c, f) for c in finals], axis=0)
-                         for f in ("states", "info", "starts", "labels", "count", "prev_key", "position")})
+                         for f in CACHE_FIELDS})
 
 
 def _final_cache(rp: RowPlan, part: PartitionState, S: np.ndarray, info: np.ndarray,

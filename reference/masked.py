@@ -12,7 +12,7 @@ import numpy as np
 
 def token_labels(starts: np.ndarray, labels: np.ndarray, count: np.ndarray) -> np.ndarray:
     """``label_t(s) [R, T, T]`` for ``s <= t`` (``-1`` above the diagonal), from a row plan."""
-    R, T, C = starts.shape
+    _, T, C = starts.shape
     s = np.arange(T)
     used = np.arange(C)[None, None, :] < count[:, :, None]  # [R, T, C]
     # slot of s = number of used starts <= s, minus one
@@ -25,7 +25,6 @@ def token_labels(starts: np.ndarray, labels: np.ndarray, count: np.ndarray) -> n
 
 def execute_masked_rows(q, k, v, g, lam, starts, labels, count, scale: float) -> np.ndarray:
     """DLA-5.4: the masked form for ``R`` fresh rows; returns ``o [R, T, V]``."""
-    R, T, _ = q.shape
     G = np.cumsum(g, axis=1)
     lab = token_labels(starts, labels, count)
     causal = lab >= 0

@@ -59,8 +59,10 @@ def dla_labels(count: np.ndarray, C: int) -> np.ndarray:
     return np.where(lab >= 0, lab, -1)
 
 
-def _open_and_write(st: PartitionState, iota_t: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
-    """DLA-3.1 to DLA-3.3 steps 2 and 3: open a state at a boundary, add ``iota_t`` to the newest."""
+def _open_and_write(
+    st: PartitionState, iota_t: np.ndarray, tau: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """DLA-3.1, DLA-3.3 steps 2 and 3: open a state at a boundary, add ``iota_t`` to the newest."""
     R = st.count.shape[0]
     rows = np.arange(R)
     forced = st.count == 0
@@ -89,7 +91,8 @@ def _merge_cheapest_pair(st: PartitionState, C: int) -> np.ndarray:
     i = np.argmin(cost, axis=1)  # first minimum: the oldest pair wins ties
     if C > 1:
         margin[over] = np.sort(cost, axis=1)[:, 1] - np.sort(cost, axis=1)[:, 0]
-    for r, m in zip(over, i):  # few rows merge at a time; the shift is clearest per row
+    # few rows merge at a time; the shift is clearest per row
+    for r, m in zip(over, i, strict=True):
         st.info[r, m] += st.info[r, m + 1]
         st.info[r, m + 1 : -1] = st.info[r, m + 2 :]
         st.starts[r, m + 1 : -1] = st.starts[r, m + 2 :]
@@ -99,7 +102,9 @@ def _merge_cheapest_pair(st: PartitionState, C: int) -> np.ndarray:
     return margin
 
 
-def plan_dla(iota: np.ndarray, config: Config, init: PartitionState) -> tuple[RowPlan, PartitionState]:
+def plan_dla(
+    iota: np.ndarray, config: Config, init: PartitionState
+) -> tuple[RowPlan, PartitionState]:
     """DLA-3: the DLA policy over scores ``iota [R, T]``, continuing from ``init``."""
     R, T = iota.shape
     C = config.capacity
@@ -141,7 +146,9 @@ def fenwick_capacity(num_positions: int) -> int:
     return int(max(num_positions - 1, 0)).bit_length() + 1
 
 
-def plan_fenwick(iota: np.ndarray, config: Config, init: PartitionState) -> tuple[RowPlan, PartitionState]:
+def plan_fenwick(
+    iota: np.ndarray, config: Config, init: PartitionState
+) -> tuple[RowPlan, PartitionState]:
     """DLA-4: the Fenwick partition of Log-Linear Attention, as states with level labels.
 
     At readout ``t`` the tokens ``s <= t`` with the same level
@@ -208,7 +215,9 @@ def _empty_row_plan(R: int, T: int, C: int) -> RowPlan:
     )
 
 
-def run_policy(iota: np.ndarray, config: Config, init: PartitionState) -> tuple[RowPlan, PartitionState]:
+def run_policy(
+    iota: np.ndarray, config: Config, init: PartitionState
+) -> tuple[RowPlan, PartitionState]:
     """Dispatch on ``config.policy`` (DLA-3 or DLA-4)."""
     if config.policy == "fenwick":
         return plan_fenwick(iota, config, init)

@@ -77,11 +77,15 @@ def _check_slots(owner: str, starts: np.ndarray, labels: np.ndarray, count: np.n
     C = starts.shape[-1]
     used = np.arange(C) < count[..., None]
     if np.any(np.where(used, False, (starts != -1) | (labels != -1))):
-        raise ValueError(f"{owner}.starts: slots >= count must hold -1 in starts and labels ({clause})")
+        raise ValueError(
+            f"{owner}.starts: slots >= count must hold -1 in starts and labels ({clause})"
+        )
     if np.any((count > 0) & (starts[..., 0] != 0)):
         raise ValueError(f"{owner}.starts: the oldest state must start at position 0 ({clause})")
     if np.any(used[..., 1:] & (np.diff(starts, axis=-1) <= 0)):
-        raise ValueError(f"{owner}.starts: starts must strictly increase over the used slots ({clause})")
+        raise ValueError(
+            f"{owner}.starts: starts must strictly increase over the used slots ({clause})"
+        )
     if np.any(used & ((labels < 0) | (labels >= C))):
         raise ValueError(f"{owner}.labels: used slots need labels in [0, C = {C}) ({clause})")
 
@@ -140,7 +144,9 @@ def infer_dims(q: Any, v: Any, config: Config) -> Dims:
     for name, x in (("q", q), ("v", v)):
         _require_array(name, x)
         if x.ndim != 4:
-            raise ValueError(f"{name}: expected 4 dimensions [B, T, H, D], got shape {list(x.shape)} (DLA-9.1)")
+            raise ValueError(
+                f"{name}: expected 4 dimensions [B, T, H, D], got shape {list(x.shape)} (DLA-9.1)"
+            )
     B, T, H, K = (int(s) for s in q.shape)
     if min(B, H, K) < 1:
         raise ValueError(f"q: B, H and K must be >= 1, got shape {list(q.shape)} (DLA-9.1)")
@@ -156,7 +162,9 @@ def check_config(config: Any) -> Config:
     return config
 
 
-def check_scores_source(config: Config, k: Any, scores: Any, dims_bth: tuple[int, int, int]) -> None:
+def check_scores_source(
+    config: Config, k: Any, scores: Any, dims_bth: tuple[int, int, int]
+) -> None:
     """DLA-9.12 and DLA-2.4: exactly the score source the config asks for is given."""
     B, T, H = dims_bth
     if config.score == "external":
@@ -200,7 +208,9 @@ def check_forward_inputs(
         if d.T and (_min(beta) < 0 or _max(beta) > 2):
             raise ValueError("beta: must lie in [0, 2] (DLA-1.4, DLA-9.5)")
     elif beta is not None:
-        raise ValueError("beta: only used when config.base == 'delta'; got beta with base='gla' (DLA-9.12)")
+        raise ValueError(
+            "beta: only used when config.base == 'delta'; got beta with base='gla' (DLA-9.12)"
+        )
     check_scores_source(config, k, scores, (d.B, d.T, d.H))
     check_dtypes({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta, "scores": scores})
     return d
@@ -232,14 +242,22 @@ def check_cu_seqlens(cu_seqlens: Any, B: int, T: int) -> np.ndarray:
     """DLA-8.1, DLA-9.8: ``cu_seqlens`` is ``[N + 1]`` integers from 0 to ``T``, non-decreasing."""
     _require_array("cu_seqlens", cu_seqlens, "DLA-9.8")
     if dtype_name(cu_seqlens) not in _INT_NAMES:
-        raise TypeError(f"cu_seqlens: expected int32 or int64, got {dtype_name(cu_seqlens)} (DLA-9.8)")
+        raise TypeError(
+            f"cu_seqlens: expected int32 or int64, got {dtype_name(cu_seqlens)} (DLA-9.8)"
+        )
     cu = np.asarray(cu_seqlens.detach().cpu().numpy() if is_torch(cu_seqlens) else cu_seqlens)
     if cu.ndim != 1 or cu.shape[0] < 2:
-        raise ValueError(f"cu_seqlens: expected 1-D [N + 1] with N >= 1, got shape {list(cu.shape)} (DLA-9.8)")
+        raise ValueError(
+            f"cu_seqlens: expected 1-D [N + 1] with N >= 1, got shape {list(cu.shape)} (DLA-9.8)"
+        )
     if B != 1:
-        raise ValueError(f"cu_seqlens: requires batch size B == 1 (packed sequences), got B = {B} (DLA-9.8)")
+        raise ValueError(
+            f"cu_seqlens: requires batch size B == 1 (packed sequences), got B = {B} (DLA-9.8)"
+        )
     if cu[0] != 0 or cu[-1] != T:
-        raise ValueError(f"cu_seqlens: must start at 0 and end at T = {T}, got {cu[0]} ... {cu[-1]} (DLA-9.8)")
+        raise ValueError(
+            f"cu_seqlens: must start at 0 and end at T = {T}, got {cu[0]} ... {cu[-1]} (DLA-9.8)"
+        )
     if np.any(np.diff(cu) < 0):
         raise ValueError("cu_seqlens: must be non-decreasing (DLA-9.8)")
     return cu.astype(np.int64)
@@ -261,8 +279,10 @@ def check_cache(cache: Any, N: int, H: int, C: int, K: int | None, V: int | None
             f"initial_cache.states: expected [N, H, C, K, V] with N, H, C = {N}, {H}, {C}, "
             f"got {list(st.shape)} (DLA-9.9)"
         )
-    if K is not None and st.shape[3] != K or V is not None and st.shape[4] != V:
-        raise ValueError(f"initial_cache.states: K, V must be {K}, {V}, got {list(st.shape[3:])} (DLA-9.9)")
+    if (K is not None and st.shape[3] != K) or (V is not None and st.shape[4] != V):
+        raise ValueError(
+            f"initial_cache.states: K, V must be {K}, {V}, got {list(st.shape[3:])} (DLA-9.9)"
+        )
     Kc = int(st.shape[3])
     for f, shape, layout in (
         ("info", (N, H, C), "[N, H, C]"),
@@ -277,17 +297,21 @@ def check_cache(cache: Any, N: int, H: int, C: int, K: int | None, V: int | None
     if np.any(cnt < 0) or np.any(cnt > C):
         raise ValueError(f"initial_cache.count: must lie in [0, C = {C}] (DLA-9.9)")
     if np.any(pos < 0) or np.any((cnt == 0) != (pos[:, None] == 0)):
-        raise ValueError("initial_cache.position: must be >= 0, and 0 exactly when count == 0 (DLA-9.9)")
+        raise ValueError(
+            "initial_cache.position: must be >= 0, and 0 exactly when count == 0 (DLA-9.9)"
+        )
     starts = _host(cache.starts)
     _check_slots("initial_cache", starts, _host(cache.labels), cnt, "DLA-9.9")
     if np.any(starts >= pos[:, None, None]):
         raise ValueError("initial_cache.starts: every start must be < position (DLA-9.9)")
     if np.any(_host(cache.info) < 0):
-        raise ValueError("initial_cache.info: information is a sum of scores, so >= 0 (DLA-3.2, DLA-9.9)")
+        raise ValueError(
+            "initial_cache.info: information is a sum of scores, so >= 0 (DLA-3.2, DLA-9.9)"
+        )
 
 
 def check_plan(plan: Any, B: int, T: int, H: int, C: int) -> None:
-    """DLA-6.1, DLA-6.2, DLA-9.10: an injected plan has the layout and the slot rules of the spec."""
+    """DLA-6.1, DLA-6.2, DLA-9.10: an injected plan has the spec's layout and slot rules."""
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected dla.Plan, got {type(plan).__name__} (DLA-9.10)")
     for f, shape, layout in (
@@ -300,12 +324,16 @@ def check_plan(plan: Any, B: int, T: int, H: int, C: int) -> None:
         _require_array(f"plan.{f}", x, "DLA-9.10")
         _require_shape(f"plan.{f}", x, shape, layout, "DLA-9.10")
         if f == "boundary" and dtype_name(x) != "bool":
-            raise TypeError(f"plan.boundary: expected bool, got {dtype_name(x)} (DLA-6.1, DLA-9.10)")
+            raise TypeError(
+                f"plan.boundary: expected bool, got {dtype_name(x)} (DLA-6.1, DLA-9.10)"
+            )
         if f != "boundary":
             _require_int(f"plan.{f}", x, "DLA-6.1, DLA-9.10")
     cnt = _host(plan.count)
     if T and (cnt.min() < 1 or cnt.max() > C):
-        raise ValueError(f"plan.count: must lie in [1, C = {C}] at every readout (DLA-3.6, DLA-9.10)")
+        raise ValueError(
+            f"plan.count: must lie in [1, C = {C}] at every readout (DLA-3.6, DLA-9.10)"
+        )
     _check_slots("plan", _host(plan.starts), _host(plan.labels), cnt, "DLA-3.6, DLA-9.10")
 
 
@@ -318,7 +346,7 @@ def check_plan_coarsens(starts: np.ndarray, count: np.ndarray, starts0: np.ndarr
     [R]`` tokens. Every used start at ``t`` is a used start at ``t - 1`` or the
     position of token ``t`` itself.
     """
-    R, T, C = starts.shape
+    _, T, C = starts.shape
     prev_starts = np.concatenate([starts0[:, None], starts[:, :-1]], axis=1)  # [R, T, C]
     prev_count = np.concatenate([count0[:, None], count[:, :-1]], axis=1)
     prev_used = np.arange(C) < prev_count[..., None]
@@ -330,5 +358,6 @@ def check_plan_coarsens(starts: np.ndarray, count: np.ndarray, starts0: np.ndarr
         r, t = (int(i) for i in np.argwhere(~ok.all(-1))[0])
         raise ValueError(
             f"plan.starts: at row {r}, position {int(pos[r, t])} a state starts where none started "
-            "before; a plan may only merge states and open one at the current token (DLA-3.6, DLA-9.10)"
+            "before; a plan may only merge states and open one at the current token "
+            "(DLA-3.6, DLA-9.10)"
         )
