@@ -73,10 +73,14 @@ def _resolve_string(spec: str) -> Any:
                 raise LoadError(f"impl: module {module!r} has no attribute {attr!r} ({spec!r})")
             obj = getattr(obj, part)
         return obj
-    if "." in spec:
-        return _import(spec, "module path")
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (spec == exc.name or spec.startswith(exc.name + ".")):
+            raise LoadError(f"impl: importing {spec!r} failed: {exc}") from exc
     raise LoadError(
-        f"impl: {spec!r} is neither a registered name {sorted(REGISTRY)} nor 'module:attribute'"
+        f"impl: {spec!r} is neither a registered name {sorted(REGISTRY)}, an importable module, "
+        "nor 'module:attribute'"
     )
 
 

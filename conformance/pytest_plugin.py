@@ -112,7 +112,8 @@ def _make_items(session: pytest.Session) -> list[pytest.Item]:
         opt("--dla-seed"),
     )
     session.config.stash[_META] = (loaded, levels, dtypes, devices)
-    parent = DLACertification.from_parent(session, name=f"dla-conformance[{loaded.name}]")
+    node = f"dla-conformance[{loaded.name}]"
+    parent = DLACertification.from_parent(session, name=node, nodeid=node)
     items: list[pytest.Item] = []
     for ctx, check in work:
         name = f"{check.level}[{ctx.dtype}-{ctx.device}: {check.name}]"

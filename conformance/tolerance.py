@@ -178,14 +178,23 @@ def compare_plan(actual: Plan, expected: Plan) -> Comparison:
     first field that differs there, since later differences usually follow.
     """
     a, e = actual.to_numpy(), expected.to_numpy()
-    comps = [compare_exact(getattr(a, f), getattr(e, f), f"plan.{f}") for f in PLAN_FIELDS]
-    bad = [c for c in comps if not c.passed]
-    if not bad:
-        return Comparison(True, "plan", message="plan: equal")
-    if any(c.where is None or len(c.where) < 3 for c in bad):
-        return bad[0]
-    first = min(bad, key=lambda c: (c.where[1], c.where[0], c.where[2]))  # type: ignore[index]
-    return first
+    best: tuple[tuple[int, ...], Comparison] | None = None
+    for f in PLAN_FIELDS:
+        x, y = np.asarray(getattr(a, f)), np.asarray(getattr(e, f))
+        c = compare_exact(x, y, f"plan.{f}")
+        if c.passed:
+            continue
+        if x.shape != y.shape or x.ndim < 3:
+            return c
+        idx = np.argwhere(x != y)
+        first = tuple(int(i) for i in idx[np.lexsort((idx[:, 2], idx[:, 0], idx[:, 1]))[0]])
+        key = (first[1], first[0], first[2])
+        if best is None or key < best[0]:
+            msg = (f"plan.{f}: {len(idx)} differing entries; first (earliest t) at {first}: "
+                   f"got {x[first]}, expected {y[first]}")
+            best = (key, Comparison(False, f"plan.{f}", where=first, error=float(len(idx)),
+                                    message=msg))
+    return Comparison(True, "plan", message="plan: equal") if best is None else best[1]
 
 
 def compare_cache(actual: Cache, expected: Cache, dtype: str) -> Comparison:
