@@ -503,6 +503,12 @@ _EXACT_MANIFEST_KEYS = (
 )
 
 
+def _same_margin(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-8, abs_tol=1e-12)
+
+
 def _compare_manifest(stored: dict[str, Any], fresh: dict[str, Any], verdict: CaseVerdict) -> None:
     for key in _EXACT_MANIFEST_KEYS:
         if stored.get(key) != json.loads(json.dumps(fresh.get(key))):
@@ -510,9 +516,7 @@ def _compare_manifest(stored: dict[str, Any], fresh: dict[str, Any], verdict: Ca
                 f"manifest.json: {key} {stored.get(key)!r} != regenerated {fresh.get(key)!r}"
             )
     a, b = stored.get("min_margin"), fresh.get("min_margin")
-    if (a is None) != (b is None) or (
-        a is not None and not math.isclose(a, b, rel_tol=1e-8, abs_tol=1e-12)
-    ):
+    if not _same_margin(a, b):
         verdict.problems.append(f"manifest.json: min_margin {a} != regenerated {b}")
 
 

@@ -462,7 +462,7 @@ def check_single(out: Outcome) -> None:
 def base_invalid_inputs(d: Draws, spec: CaseSpec) -> dict[str, np.ndarray]:
     """Valid inputs the case then breaks (a config-stage case draws them for a valid config)."""
     config_stage = spec.error is not None and spec.error.stage == "config"
-    return draw_inputs(d, spec.dims, Config(**GLA) if config_stage else spec.make_config())
+    return draw_inputs(d, spec.dims, Config(capacity=2) if config_stage else spec.make_config())
 
 
 def mutate(
@@ -632,8 +632,8 @@ F32 = 1e-3  # margin floor of key-cosine cases: MARGIN_BOUND["float32"] of dla.c
 
 S = Dims
 SMALL = Dims(B=1, T=6, H=2, K=4, V=3)
-GLA = {"capacity": 2, "tau": 0.5}
-SC = {"capacity": 3, "tau": 0.5}
+GLA: dict[str, Any] = {"capacity": 2, "tau": 0.5}
+SC: dict[str, Any] = {"capacity": 3, "tau": 0.5}
 
 
 def clause_key(clause: str) -> tuple[int, ...]:
