@@ -559,13 +559,19 @@ def fenwick_continue(d: Draws, spec: CaseSpec) -> Built:
 
 
 def check_fenwick_continue(out: Outcome) -> None:
-    """DLA-1.5, DLA-7.2: positions continue from 11; the result equals one pass."""
+    """DLA-1.5, DLA-2.5, DLA-7.2: positions continue from 11 and the piece equals one pass."""
     check_fenwick_levels(out, offset=FENWICK_PIECES[0])
-    x = out.built.inputs
-    assert out.cache is not None and out.built.initial_cache is not None
-    assert int(out.cache.position[0]) == sum(FENWICK_PIECES)
+    full = draw_inputs(Draws(out.spec.seed), replace(out.spec.dims, T=sum(FENWICK_PIECES)),
+                       out.config)
+    o_full, cache_full = _run(full, out.config)
+    plan_full = make_plan(out.config, k=full["k"], scores=full["scores"])
+    a = FENWICK_PIECES[0]
+    assert np.allclose(out.o, o_full[:, a:], rtol=1e-10, atol=1e-12), "o != one pass"
+    for f in ("boundary", "count", "starts", "labels"):
+        assert np.array_equal(getattr(out.plan, f), getattr(plan_full, f)[:, a:]), f
+    assert out.cache is not None and np.array_equal(out.cache.starts, cache_full.starts)
+    assert np.allclose(out.cache.info, cache_full.info), "DLA-2.5: information as in one pass"
     assert (out.cache.info != 0).any(), "DLA-2.5: information accumulated under fenwick"
-    assert x["k"].shape[1] == FENWICK_PIECES[1]
 
 
 def check_fenwick_levels(out: Outcome, offset: int = 0) -> None:
