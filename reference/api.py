@@ -100,6 +100,7 @@ def plan_with_margins(
     cu_seqlens: Any = None,
 ) -> tuple[Plan, Margins]:
     """DLA-6.1, DLA-6.3: the plan and the margin of every decision."""
+    val.check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, "numpy")
     B, T, H, K = val.check_plan_inputs(config, k, scores)
     C = config.capacity
     cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
@@ -161,6 +162,8 @@ def forward(
     scores. ``masked=True`` evaluates the masked form (DLA-5.4; ``gla`` base,
     no carried cache) instead of the recurrent one.
     """
+    val.check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
+                          "scores": scores, "cu_seqlens": cu_seqlens}, "numpy")
     d = val.check_forward_inputs(q, k, v, g, lam, config, beta, scores)
     B, T, H, K, V, C = d.B, d.T, d.H, d.K, d.V, d.C
     cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)

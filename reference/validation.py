@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dla.arrays import is_torch
+from dla.arrays import as_numpy, is_torch
 from dla.cache import Cache
 from dla.config import Config
 from dla.plan import Plan
@@ -59,8 +59,8 @@ def _require_shape(
 
 
 def _host(x: Any) -> np.ndarray:
-    """A NumPy copy of an array or tensor, for checks of its values."""
-    return np.asarray(x.detach().cpu().numpy() if is_torch(x) else x)
+    """A NumPy view or copy of an array or tensor, for checks of its values."""
+    return as_numpy(x)
 
 
 def _require_int(name: str, x: Any, clause: str) -> None:
@@ -181,6 +181,20 @@ def check_scores_source(
             )
         if k is None:
             raise ValueError("k: required to compute key_cosine scores (DLA-2.1, DLA-9.12)")
+
+
+def check_array_kind(named: dict[str, Any], kind: str) -> None:
+    """DLA-9.3: every array argument is of the implementation's own kind, ``"numpy"`` or
+    ``"torch"`` (DLA-11.1); ``None`` entries are skipped, non-arrays are left to the other checks.
+    """
+    for name, x in named.items():
+        if x is None or not _is_array(x):
+            continue
+        if (kind == "numpy") != isinstance(x, np.ndarray):
+            raise TypeError(
+                f"{name}: expected a {kind} array (this implementation's kind), got "
+                f"{type(x).__module__}.{type(x).__name__} (DLA-9.3)"
+            )
 
 
 def check_forward_inputs(
@@ -304,9 +318,20 @@ def check_cache(cache: Any, N: int, H: int, C: int, K: int | None, V: int | None
     _check_slots("initial_cache", starts, _host(cache.labels), cnt, "DLA-9.9")
     if np.any(starts >= pos[:, None, None]):
         raise ValueError("initial_cache.starts: every start must be < position (DLA-9.9)")
-    if np.any(_host(cache.info) < 0):
+    info = _host(cache.info)
+    if np.any(info < 0):
         raise ValueError(
             "initial_cache.info: information is a sum of scores, so >= 0 (DLA-3.2, DLA-9.9)"
+        )
+    unused = np.arange(C) >= cnt[..., None]  # [N, H, C]
+    if np.any(info[unused] != 0) or np.any(_host(cache.states)[unused] != 0):
+        raise ValueError(
+            "initial_cache.states: slots >= count must hold zeros in states and info "
+            "(DLA-7.1, DLA-7.4, DLA-9.9)"
+        )
+    if np.any(_host(cache.prev_key)[pos == 0] != 0):
+        raise ValueError(
+            "initial_cache.prev_key: must be zeros where position == 0 (DLA-7.1, DLA-7.4, DLA-9.9)"
         )
 
 
