@@ -36,9 +36,13 @@ def _plan_and_cache() -> tuple[Plan, Cache]:
     rng = np.random.default_rng(0)
     cfg = Config(capacity=3, tau=0.5)
     B, T, H, K, V = 2, 7, 2, 3, 4
-    args = [rng.standard_normal((B, T, H, K)), rng.standard_normal((B, T, H, K)),
-            rng.standard_normal((B, T, H, V)), -rng.uniform(0, 1, (B, T, H)),
-            rng.uniform(0, 1, (B, T, H, 3))]
+    args = [
+        rng.standard_normal((B, T, H, K)),
+        rng.standard_normal((B, T, H, K)),
+        rng.standard_normal((B, T, H, V)),
+        -rng.uniform(0, 1, (B, T, H)),
+        rng.uniform(0, 1, (B, T, H, 3)),
+    ]
     _, cache = ref.forward(*args, cfg, output_final_cache=True)
     assert cache is not None
     return ref.make_plan(cfg, k=args[1]), cache
@@ -69,9 +73,17 @@ def test_forward_converts_inputs_and_outputs() -> None:
     ad = Adapter(impl, dtype="float32")
     rng = np.random.default_rng(1)
     q = rng.standard_normal((2, 7, 2, 3))
-    o, c = ad.forward(q, q, rng.standard_normal((2, 7, 2, 4)), -np.ones((2, 7, 2)),
-                      np.ones((2, 7, 2, 3)), Config(capacity=3), plan=plan, initial_cache=cache,
-                      cu_seqlens=np.array([0, 7]))
+    o, c = ad.forward(
+        q,
+        q,
+        rng.standard_normal((2, 7, 2, 4)),
+        -np.ones((2, 7, 2)),
+        np.ones((2, 7, 2, 3)),
+        Config(capacity=3),
+        plan=plan,
+        initial_cache=cache,
+        cu_seqlens=np.array([0, 7]),
+    )
     assert impl.seen["q"].dtype == torch.float32 and impl.seen["q"].device.type == "cpu"
     assert impl.seen["cu_seqlens"].dtype == torch.int64
     assert isinstance(impl.seen["plan"].count, torch.Tensor)

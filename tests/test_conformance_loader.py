@@ -30,7 +30,8 @@ def fake_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     mod.nested = types.SimpleNamespace(inner=_Impl())  # type: ignore[attr-defined]
     mod.no_plan = types.SimpleNamespace(forward=ref.forward)  # type: ignore[attr-defined]
     mod.bad_claims = types.SimpleNamespace(  # type: ignore[attr-defined]
-        forward=ref.forward, make_plan=ref.make_plan, CLAIMS={"levels": ("plan", "fast")})
+        forward=ref.forward, make_plan=ref.make_plan, CLAIMS={"levels": ("plan", "fast")}
+    )
     mod.forward, mod.make_plan = ref.forward, ref.make_plan  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
     return mod
@@ -58,14 +59,17 @@ def test_missing_claims_get_the_defaults(fake_module: types.ModuleType) -> None:
     assert claims["array"] == "torch" and claims["bases"] == ("gla", "delta")
 
 
-@pytest.mark.parametrize(("spec", "match"), [
-    ("no_such_name", "neither a registered name"),
-    ("dla_no_such_module:impl", "cannot import module 'dla_no_such_module'"),
-    ("dla_test_fake_impls:missing", "has no attribute 'missing'"),
-    ("dla_test_fake_impls:", "module:attribute"),
-    ("dla_test_fake_impls:no_plan", "lacks make_plan"),
-    ("dla_test_fake_impls:bad_claims", r"CLAIMS\['levels'\]"),
-])
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("no_such_name", "neither a registered name"),
+        ("dla_no_such_module:impl", "cannot import module 'dla_no_such_module'"),
+        ("dla_test_fake_impls:missing", "has no attribute 'missing'"),
+        ("dla_test_fake_impls:", "module:attribute"),
+        ("dla_test_fake_impls:no_plan", "lacks make_plan"),
+        ("dla_test_fake_impls:bad_claims", r"CLAIMS\['levels'\]"),
+    ],
+)
 def test_clear_errors(fake_module: types.ModuleType, spec: str, match: str) -> None:
     with pytest.raises(LoadError, match=match):
         load(spec)
@@ -76,10 +80,17 @@ def test_an_object_without_the_interface_is_rejected() -> None:
         load(object())
 
 
-@pytest.mark.parametrize("claims", [
-    {"array": "jax"}, {"dtypes": "float32"}, {"devices": ()}, {"speed": "fast"},
-    {"bases": ("gla", "rwkv")}, {"cu_seqlens_dtype": "int8"},
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"array": "jax"},
+        {"dtypes": "float32"},
+        {"devices": ()},
+        {"speed": "fast"},
+        {"bases": ("gla", "rwkv")},
+        {"cu_seqlens_dtype": "int8"},
+    ],
+)
 def test_invalid_claims_are_named(claims: dict) -> None:
     obj = types.SimpleNamespace(forward=ref.forward, make_plan=ref.make_plan, CLAIMS=claims)
     with pytest.raises(LoadError, match="CLAIMS"):

@@ -81,9 +81,13 @@ def _plan_and_cache():
     cfg = Config(capacity=3, tau=0.5, score="external")
     B, T, H, K, V = 2, 12, 2, 3, 3
     scores = rng.integers(0, 9, (B, T, H)) / 4.0
-    args = [rng.standard_normal((B, T, H, K)), rng.standard_normal((B, T, H, K)),
-            rng.standard_normal((B, T, H, V)), -rng.uniform(0, 1, (B, T, H)),
-            rng.uniform(0, 1, (B, T, H, 3))]
+    args = [
+        rng.standard_normal((B, T, H, K)),
+        rng.standard_normal((B, T, H, K)),
+        rng.standard_normal((B, T, H, V)),
+        -rng.uniform(0, 1, (B, T, H)),
+        rng.uniform(0, 1, (B, T, H, 3)),
+    ]
     _, cache = ref.forward(*args, cfg, scores=scores, output_final_cache=True)
     return ref.make_plan(cfg, scores=scores), cache
 

@@ -1,0 +1,260 @@
+"""certify(): the reference passes every level it claims, and each level can fail.
+
+The small implementations here wrap the reference (NumPy) or re-derive the
+masked form in torch (for the gradients level), then break one thing, so each
+test shows that a level notices what it certifies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any, ClassVar
+
+import dla.reference as ref
+import numpy as np
+import pytest
+from dla.conformance import certify
+from dla.conformance.levels import resolve_levels
+
+from dla import Config, Plan
+
+
+def test_reference_certifies_on_every_level_it_claims() -> None:
+    levels = list(ref.CLAIMS["levels"])
+    report = certify("reference", levels=levels, profile="ci", seed=0)
+    failures = [
+        f"{r.level} {r.clause} {r.check}: {r.detail}" for r in report.results if not r.passed
+    ]
+    assert report.passed, "\n".join(failures)
+    assert report.failed_clauses() == set()
+    assert report.dtypes == list(ref.CLAIMS["dtypes"])
+    ran = {r.level for r in report.results}
+    assert ran == set(levels)
+    for level in levels:  # every claimed level ran real checks in every claimed dtype
+        for dtype in ref.CLAIMS["dtypes"]:
+            assert any(r.level == level and r.dtype == dtype for r in report.results)
+    assert all(r.clause.startswith("DLA-") for r in report.results)
+
+
+def test_default_levels_are_the_claims_plus_properties() -> None:
+    assert resolve_levels(None, {"levels": ("execute", "plan")}) == [
+        "plan",
+        "execute",
+        "properties",
+    ]
+    with pytest.raises(ValueError, match="levels"):
+        resolve_levels(["plan", "speed"], {"levels": ()})
+
+
+def _stable(report: Any) -> str:
+    d = report.to_json()
+    for k in ("duration_s", "versions"):
+        d.pop(k)
+    for r in d["results"]:
+        r.pop("seconds")
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def test_deterministic_given_seed_and_profile() -> None:
+    kw = {"levels": ["streaming", "varlen"], "dtype": "float32"}
+    a = certify("reference", seed=3, **kw)
+    b = certify("reference", seed=3, **kw)
+    c = certify("reference", seed=4, **kw)
+    assert _stable(a) == _stable(b)
+    assert _stable(a) != _stable(c)  # the seed changes the draws (piece lengths appear in details)
+    assert a.to_json()["seed"] == 3 and a.to_json()["profile"] == "ci"
+
+
+# ------------------------------------------------------------------ broken wrappers of the reference
+class _Wrapped:
+    """The reference, with hooks to break one thing."""
+
+    CLAIMS: ClassVar[dict] = dict(ref.CLAIMS)
+
+    def forward(self, *args: Any, **kw: Any):
+        return ref.forward(*args, **kw)
+
+    def make_plan(self, config: Config, **kw: Any) -> Plan:
+        return ref.make_plan(config, **kw)
+
+
+class _OneWrongToken(_Wrapped):
+    def forward(self, *args: Any, **kw: Any):
+        o, c = ref.forward(*args, **kw)
+        o = o.copy()
+        if o.shape[1] > 5:
+            o[0, 5, 0] *= 1.001
+        return o, c
+
+
+class _IgnoresInjectedPlan(_Wrapped):
+    def forward(self, *args: Any, **kw: Any):
+        kw.pop("plan", None)
+        return ref.forward(*args, **kw)
+
+
+class _OldestLabelZero(_Wrapped):
+    """Labels by age instead of recency (DLA-3.5 violated)."""
+
+    def make_plan(self, config: Config, **kw: Any) -> Plan:
+        p = ref.make_plan(config, **kw)
+        used = p.labels >= 0
+        return dataclasses.replace(p, labels=np.where(used, p.count[..., None] - 1 - p.labels, -1))
+
+
+class _ForgetsCache(_Wrapped):
+    def forward(self, *args: Any, **kw: Any):
+        kw.pop("initial_cache", None)
+        return ref.forward(*args, **kw)
+
+
+class _IgnoresCuSeqlens(_Wrapped):
+    def forward(self, *args: Any, **kw: Any):
+        if kw.pop("cu_seqlens", None) is not None and kw.get("output_final_cache"):
+            raise ValueError("not supported")
+        return ref.forward(*args, **kw)
+
+
+class _Crashes(_Wrapped):
+    def forward(self, *args: Any, **kw: Any):
+        raise RuntimeError("kernel exploded")
+
+
+@pytest.mark.parametrize(
+    ("impl", "level", "clause"),
+    [
+        (_OneWrongToken(), "execute", "DLA-5.1"),
+        (_IgnoresInjectedPlan(), "execute", "DLA-6.2"),
+        (_OldestLabelZero(), "plan", "DLA-3.3"),
+        (_ForgetsCache(), "streaming", "DLA-7.2"),
+        (_IgnoresCuSeqlens(), "varlen", "DLA-8.1"),
+        (_Crashes(), "end_to_end", "DLA-3.3"),
+    ],
+)
+def test_each_level_catches_what_it_certifies(impl: Any, level: str, clause: str) -> None:
+    report = certify(impl, levels=[level], dtype="float32")
+    assert not report.passed
+    assert clause in report.failed_clauses()
+    assert report.level_passed() == {level: False}
+    # and the reference passes the very same checks
+    assert certify("reference", levels=[level], dtype="float32").passed
+
+
+def test_a_wrong_token_is_located() -> None:
+    report = certify(_OneWrongToken(), levels=["execute"], dtype="float64")
+    bad = [r for r in report.results if not r.passed and r.worst and r.worst["field"] == "o"]
+    assert bad and all(tuple(r.worst["where"]) == (0, 5, 0) for r in bad)
+
+
+def test_missing_golden_module_fails_the_level_without_crashing(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "dla.conformance.golden", None)  # import raises ImportError
+    report = certify("reference", levels=["golden", "plan"], dtype="float32")
+    golden = [r for r in report.results if r.level == "golden"]
+    assert len(golden) == 1 and not golden[0].passed and "not available" in golden[0].detail
+    assert report.level_passed() == {"plan": True, "golden": False}
+
+
+def test_gradients_level_needs_torch_arrays() -> None:
+    report = certify("reference", levels=["gradients"], dtype="float64")
+    assert not report.passed
+    assert "torch" in report.results[0].detail
+
+
+# ------------------------------------------------------------------ a small torch implementation
+torch = pytest.importorskip("torch")
+
+
+def _label_matrix(plan: Plan) -> np.ndarray:
+    """``L[b, h, t, s]``: the label of the state holding token ``s`` at readout ``t`` (-1 if s > t)."""
+    p = plan.to_numpy()
+    B, T, H = p.count.shape
+    L = np.full((B, H, T, T), -1, np.int64)
+    for b, h, t in np.ndindex(B, H, T):
+        n = int(p.count[b, t, h])
+        starts = [int(x) for x in p.starts[b, t, h, :n]] + [t + 1]
+        for j in range(n):
+            L[b, h, t, starts[j] : starts[j + 1]] = p.labels[b, t, h, j]
+    return L
+
+
+class TorchMaskedGLA:
+    """The masked form (DLA-5.4) in torch, differentiable; gla base, no cache, no varlen."""
+
+    CLAIMS: ClassVar[dict] = {
+        "levels": ("execute", "end_to_end", "gradients"),
+        "dtypes": ("float64", "float32"),
+        "array": "torch",
+        "bases": ("gla",),
+    }
+
+    def __init__(self, detach_v: bool = False) -> None:
+        self.detach_v = detach_v
+
+    def make_plan(
+        self, config: Config, *, k=None, scores=None, initial_cache=None, cu_seqlens=None
+    ):
+        p = ref.make_plan(
+            config,
+            k=None if k is None else k.detach().double().numpy(),
+            scores=None if scores is None else scores.detach().double().numpy(),
+        )
+        return Plan(
+            **{
+                f: torch.from_numpy(getattr(p, f))
+                for f in ("boundary", "count", "starts", "labels")
+            }
+        )
+
+    def forward(
+        self,
+        q,
+        k,
+        v,
+        g,
+        lam,
+        config,
+        *,
+        beta=None,
+        scores=None,
+        plan=None,
+        initial_cache=None,
+        output_final_cache=False,
+        cu_seqlens=None,
+    ):
+        if plan is None:
+            plan = self.make_plan(config, k=k, scores=scores)
+        if self.detach_v:
+            v = v.detach()
+        L = torch.from_numpy(_label_matrix(plan))
+        mask = L >= 0
+        lam_bhtc = lam.permute(0, 2, 1, 3)
+        w = torch.gather(lam_bhtc, 3, L.clamp(min=0)) * mask
+        G = torch.cumsum(g, dim=1).permute(0, 2, 1)  # [B, H, T]
+        diff = (G[..., :, None] - G[..., None, :]).masked_fill(~mask, 0.0)
+        decay = torch.exp(diff) * mask
+        A = torch.einsum("bthk,bshk->bhts", q, k) * config.resolved_scale(q.shape[-1])
+        o = torch.einsum("bhts,bshv->bthv", w * decay * A, v)
+        return o, None
+
+
+def test_a_torch_implementation_certifies_including_gradients() -> None:
+    report = certify(
+        TorchMaskedGLA(),
+        dtype=["float64", "float32"],
+        levels=["execute", "end_to_end", "gradients"],
+    )
+    failures = [
+        f"{r.level} {r.check} [{r.dtype}]: {r.detail}" for r in report.results if not r.passed
+    ]
+    assert report.passed, "\n".join(failures)
+    grads = [r for r in report.results if r.level == "gradients"]
+    assert {r.dtype for r in grads} == {"float64", "float32"}
+    assert all(r.worst and r.worst["rel_rms"] < r.worst["rms_bound"] for r in grads)
+
+
+def test_the_gradients_level_catches_a_missing_gradient() -> None:
+    report = certify(TorchMaskedGLA(detach_v=True), levels=["gradients"], dtype="float64")
+    assert not report.passed
+    assert any("grad v" in r.detail for r in report.results if not r.passed)
