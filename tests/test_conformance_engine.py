@@ -67,7 +67,7 @@ def test_deterministic_given_seed_and_profile() -> None:
     assert a.to_json()["seed"] == 3 and a.to_json()["profile"] == "ci"
 
 
-# ------------------------------------------------------------------ broken wrappers of the reference
+# ------------------------------------------------------------ broken wrappers of the reference
 class _Wrapped:
     """The reference, with hooks to break one thing."""
 
@@ -167,7 +167,7 @@ torch = pytest.importorskip("torch")
 
 
 def _label_matrix(plan: Plan) -> np.ndarray:
-    """``L[b, h, t, s]``: the label of the state holding token ``s`` at readout ``t`` (-1 if s > t)."""
+    """``L[b, h, t, s]``: label of the state holding token ``s`` at readout ``t`` (-1: s > t)."""
     p = plan.to_numpy()
     B, T, H = p.count.shape
     L = np.full((B, H, T, T), -1, np.int64)
