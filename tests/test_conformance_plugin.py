@@ -46,7 +46,7 @@ def test_a_broken_implementation_fails_with_the_clause(pytester: pytest.Pytester
     pytester.makepyfile(brokenimpl=BROKEN)
     pytester.syspathinsert()
     result = pytester.runpytest_subprocess(
-        *PLUGIN, "--dla-impl=brokenimpl", "-p", "no:cacheprovider"
+        *PLUGIN, "--dla-impl=brokenimpl", "--dla-levels=execute", "-p", "no:cacheprovider"
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*execute DLA-5.1*rel_rms*"])
