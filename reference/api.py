@@ -184,8 +184,11 @@ def forward(
             (("q", q), ("k", k), ("v", v), ("g", g), ("lam", lam)) }
     beta_r = None if beta is None else to_rows(_f64(beta))
     scores_r = None if scores is None else to_rows(_f64(scores))
-    plan_r = None if plan is None else {f: to_rows(getattr(plan, f)) for f in
-                                        ("boundary", "count", "starts", "labels")}
+    # Injected int32 fields are widened: the executor's sentinels are int64 (DLA-1.3).
+    plan_r = None if plan is None else {
+        f: to_rows(np.asarray(getattr(plan, f), bool if f == "boundary" else np.int64))
+        for f in ("boundary", "count", "starts", "labels")
+    }
     o = np.zeros((B * H, T, V))
     finals = []
     for i, (a, b) in enumerate(segs):
