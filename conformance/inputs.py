@@ -115,28 +115,88 @@ class MarginError(RuntimeError):
     """No draw met the margin bound within the allowed number of tries."""
 
 
+def _score_targets(rng: np.random.Generator, shape: tuple[int, ...], tau: float,
+                   gap: float) -> np.ndarray:
+    """Key-cosine scores in ``[0, 2]`` that keep ``gap`` away from ``tau`` on both sides.
+
+    Mostly stable tokens (below ``tau``) with jumps (above it), so states open
+    and, once more than ``C`` exist, merge.
+    """
+    lo = (0.0, tau - gap) if tau - gap > 0 else None
+    hi = (max(tau + gap, 0.0), 2.0) if tau + gap < 2 else None
+    bands = [b for b in (lo, hi) if b is not None]
+    if not bands:
+        return rng.uniform(0.0, 2.0, shape)
+    pick_hi = rng.random(shape) < (0.35 if len(bands) == 2 else 1.0)
+    first, last = bands[0], bands[-1]
+    low = np.where(pick_hi, last[0], first[0])
+    high = np.where(pick_hi, last[1], first[1])
+    return rng.uniform(low, high)
+
+
+def designed_keys(rng: np.random.Generator, s: Shape, tau: float, gap: float) -> np.ndarray:
+    """Keys whose consecutive scores ``1 - cos(k_t, k_{t-1})`` avoid ``[tau - gap, tau + gap]``.
+
+    ``k_t = |k_t| (c u + sqrt(1 - c^2) w)`` with ``u`` the previous key's
+    direction, ``w`` a random unit vector orthogonal to it and ``c = 1 - iota``.
+    Needs ``K >= 2``; with ``K = 1`` cosines are +-1 only and random keys are returned.
+    """
+    if s.K < 2:
+        return rng.standard_normal((s.B, s.T, s.H, s.K))
+    iota = _score_targets(rng, (s.B, s.T, s.H), tau, gap)
+    norms = rng.uniform(0.5, 2.0, (s.B, s.T, s.H, 1))
+    k = np.zeros((s.B, s.T, s.H, s.K))
+    if s.T == 0:
+        return k
+    k[:, 0] = _unit(rng.standard_normal((s.B, s.H, s.K)))
+    for t in range(1, s.T):
+        u = k[:, t - 1]
+        w = rng.standard_normal((s.B, s.H, s.K))
+        w = _unit(w - np.sum(w * u, axis=-1, keepdims=True) * u)
+        c = (1.0 - iota[:, t])[..., None]
+        k[:, t] = c * u + np.sqrt(np.clip(1.0 - c * c, 0.0, None)) * w
+    return k * norms
+
+
+def _row_margins(config: Config, inputs: dict[str, np.ndarray], **plan_kw: Any) -> np.ndarray:
+    """The smallest decision margin of each row ``(b, h)``: ``[B, H]``."""
+    scores = inputs.get("scores")
+    k = None if scores is not None else inputs["k"]
+    m = plan_with_margins(config, k=k, scores=scores, **plan_kw)[1]
+    both = np.minimum(m.boundary, m.merge)
+    return both.min(axis=1) if both.shape[1] else np.full((both.shape[0], both.shape[2]), np.inf)
+
+
 def margin_inputs(rng: np.random.Generator, s: Shape, config: Config, dtype: str, bound: float,
                   *, tries: int = 200,
                   transform: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
                   **plan_kw: Any) -> tuple[dict[str, np.ndarray], float]:
-    """Inputs whose smallest decision margin exceeds ``bound`` (DLA-10.3).
+    """Key-cosine inputs whose smallest decision margin exceeds ``bound`` (DLA-10.3).
 
-    Draws (passed through ``transform`` if given) are rejected and
-    regenerated; the margin of the accepted draw is returned so a report can
-    state it. ``plan_kw`` (``cu_seqlens``, ``initial_cache``) is passed to the
-    reference planner.
+    Keys are designed so that no score falls within ``2 * bound`` of ``tau``
+    (:func:`designed_keys`); rows (``(b, h)`` pairs, independent by DLA-1.1)
+    whose margins are still too small, e.g. a near-tie between merge costs,
+    get new keys until every row clears the bound. Draws pass through
+    ``transform`` if given; ``plan_kw`` (``cu_seqlens``, ``initial_cache``) goes
+    to the reference planner. Returns the inputs and their smallest margin.
     """
-    best = -1.0
+    def draw() -> dict[str, np.ndarray]:
+        keys = designed_keys(rng, s, config.tau, 2.0 * bound)
+        x = random_inputs(rng, s, config, dtype, keys=keys)
+        return x if transform is None else transform(x)
+
+    inputs = draw()
     for _ in range(tries):
-        inputs = random_inputs(rng, s, config, dtype)
-        if transform is not None:
-            inputs = transform(inputs)
-        m = min_margin(config, inputs, **plan_kw)
-        if m > bound:
-            return inputs, m
-        best = max(best, m)
+        rows = _row_margins(config, inputs, **plan_kw)
+        bad = rows <= bound
+        if not bad.any():
+            return inputs, float(rows.min()) if rows.size else float("inf")
+        fresh = draw()
+        b_idx, h_idx = np.nonzero(bad)
+        for name in inputs:
+            inputs[name][b_idx, :, h_idx] = fresh[name][b_idx, :, h_idx]
     raise MarginError(f"no input with decision margin > {bound:g} in {tries} draws "
-                      f"(best {best:.3g}) for {s} and {config}")
+                      f"(best {float(rows.min()):.3g}) for {s} and {config}")
 
 
 def _split(rng: np.random.Generator, total: int, parts: int) -> list[int]:
