@@ -170,3 +170,20 @@ def test_fenwick_gla_is_log_linear_attention(T):
     want = naive.naive_log_linear_attn(t["q"], t["k"], t["v"], t["g"], t["lam"], scale=K**-0.5)
     assert want.dtype == torch.float64
     np.testing.assert_allclose(o, want.numpy(), rtol=RTOL, atol=ATOL)
+
+
+@given(iota=st.lists(st.integers(0, 8).map(lambda i: i / 4), min_size=1, max_size=20),
+       C=st.integers(1, 4), tau=st.sampled_from([-0.25, 0.5, 1.0]))
+def test_injected_plan_cache_information_uses_own_scores(iota, C, tau):
+    """DLA-6.2: with ``plan=P``, the cache's information sums the call's own scores over P."""
+    T = len(iota)
+    x = random_inputs(0, 1, T, 1, 2, 2, C, score="external")
+    x["scores"] = np.array(iota).reshape(1, T, 1)
+    other = make_plan(config(C, tau=1.75, score="external"), scores=np.ones((1, T, 1)) * 2.0)
+    _, cache = forward(**x, config=config(C, tau=tau, score="external"), plan=other,
+                       output_final_cache=True)
+    n = int(other.count[0, -1, 0])
+    starts = other.starts[0, -1, 0, :n].tolist()
+    want = [sum(iota[a:b]) for a, b in zip(starts, [*starts[1:], T], strict=True)]
+    assert cache.starts[0, 0, :n].tolist() == starts
+    assert cache.info[0, 0, :n].tolist() == want

@@ -201,6 +201,7 @@ def test_capacity_at_least_T_and_negative_tau_gives_one_state_per_token(seed, T,
         assert (plan.count[0, t] == t + 1).all()
         assert (plan.starts[0, t, :, : t + 1] == np.arange(t + 1)).all()
         assert (plan.starts[0, t, :, t + 1 :] == -1).all()
+        assert (plan.labels[0, t, :, : t + 1] == t - np.arange(t + 1)).all()  # DLA-3.7: p_t - s
     assert plan.boundary.all()
 
 
@@ -269,3 +270,24 @@ def test_key_cosine_boundary_margin_is_distance_to_tau():
         assert m.boundary[0, 0, h] == np.inf
         want = np.abs(np.array(iota[1:]) - tau)
         np.testing.assert_allclose(m.boundary[0, 1:, h], want, atol=1e-14)
+
+
+@given(iota=dyadic_lists(1, 40), extra=st.integers(0, 2))
+def test_fenwick_margins_are_infinite_and_information_is_accumulated(iota, extra):
+    """DLA-4.4, DLA-2.5: fenwick decisions have margin +inf; the cache still sums the scores."""
+    T = len(iota)
+    C = fenwick_capacity(T) + extra
+    cfg = config(C, policy="fenwick", score="external", tau=0.0)
+    scores = np.array(iota).reshape(1, T, 1)
+    _plan, margins = plan_with_margins(cfg, scores=scores)
+    assert np.isinf(margins.boundary).all() and np.isinf(margins.merge).all()
+    x = random_inputs(0, 1, T, 1, 2, 2, C, score="external")
+    x["scores"] = scores
+    _, cache = forward(**x, config=cfg, output_final_cache=True)
+    last = naive_fenwick_plan(T)[-1]
+    ends = [*last.starts[1:], T]
+    want = [sum(iota[a:b]) for a, b in zip(last.starts, ends, strict=True)]
+    n = len(want)
+    assert cache.info[0, 0, :n].tolist() == want  # dyadic: every order of addition is exact
+    assert cache.starts[0, 0].tolist() == padded(last.starts, C)
+    assert cache.labels[0, 0].tolist() == padded(last.labels, C)

@@ -182,3 +182,39 @@ def test_varlen_with_initial_cache_rows(seed, lengths, prefixes, H, C, tau, poli
     sep_plans = [plan_of(cfg, slice_t(x, a, b), initial_cache=row_caches[n])
                  for n, (a, b) in enumerate(segs)]
     assert_plans_equal(plan, cat_plans(sep_plans))
+
+
+@given(seed=st.integers(0, 2**16), P=st.integers(0, 9), C=st.integers(1, 4), policy=POLICIES,
+       base=BASES, score=SCORES)
+def test_empty_call_returns_its_initial_cache_unchanged(seed, P, C, policy, base, score):
+    """DLA-7.1: a call with ``T = 0`` returns its initial cache unchanged (DLA-8.2 per row)."""
+    C = capacity_for(policy, P + 1, C)
+    cfg = config(C, score=score, policy=policy, base=base)
+    _, cache = forward(**random_inputs(seed, 2, P, 2, 3, 2, C, base=base, score=score), config=cfg,
+                       output_final_cache=True)
+    o, again = forward(**random_inputs(seed, 2, 0, 2, 3, 2, C, base=base, score=score), config=cfg,
+                       initial_cache=cache, output_final_cache=True)
+    assert o.shape == (2, 0, 2, 2)
+    for f in dla.cache.CACHE_FIELDS:
+        np.testing.assert_array_equal(getattr(again, f), getattr(cache, f), err_msg=f)
+
+
+@given(seed=st.integers(0, 2**16), P=st.integers(1, 9), T=st.integers(1, 9), C=st.integers(1, 4),
+       score=SCORES)
+def test_int32_cache_and_plan_fields_are_accepted(seed, P, T, C, score):
+    """DLA-1.3, DLA-7.1: integer fields are accepted as int32 and give the same result."""
+    cfg = config(C, score=score)
+    x = random_inputs(seed, 1, P + T, 2, 3, 2, C, score=score)
+    _, cache = forward(**slice_t(x, 0, P), config=cfg, output_final_cache=True)
+    rest = slice_t(x, P, P + T)
+    plan = plan_of(cfg, rest, initial_cache=cache)
+    c32 = dla.Cache(**{f: getattr(cache, f).astype(np.int32) if getattr(cache, f).dtype == np.int64
+                       else getattr(cache, f) for f in dla.cache.CACHE_FIELDS})
+    p32 = dla.Plan(boundary=plan.boundary, **{f: getattr(plan, f).astype(np.int32)
+                                              for f in ("count", "starts", "labels")})
+    o64, f64 = forward(**rest, config=cfg, initial_cache=cache, output_final_cache=True)
+    o32, f32 = forward(**rest, config=cfg, initial_cache=c32, plan=p32, output_final_cache=True)
+    np.testing.assert_array_equal(o32, o64)
+    assert_caches_equal(f32, f64)
+    assert f32.count.dtype == np.int64 and f32.position.dtype == np.int64  # returned as int64
+    assert_plans_equal(plan_of(cfg, rest, initial_cache=c32), plan)

@@ -86,6 +86,14 @@ def _set(a: np.ndarray, index: Any, value: Any) -> np.ndarray:
     return a
 
 
+def forget_newest_slot(x: dict) -> dict:
+    """A cache whose slot ``C - 1`` is marked unused but still holds a state and information."""
+    c = with_cache(x)["initial_cache"]
+    starts = _set(c.starts, (..., C - 1), -1)
+    labels = np.where(c.labels > 0, c.labels - 1, -1)  # recency ranks of the C - 1 older states
+    return with_cache(x, count=c.count - 1, starts=starts, labels=labels)
+
+
 def split_a_state(x: dict) -> dict:
     """A plan that is valid at every readout alone but splits a state from t = 2 to t = 3.
 
@@ -122,6 +130,9 @@ CASES: list[tuple[str, dict, Callable[[dict], dict], type, str, str]] = [
     ("q-3d", {}, replace("q", lambda a: a[..., 0]), ValueError, "q", "DLA-9.1"),
     ("v-3d", {}, replace("v", lambda a: a[..., 0]), ValueError, "v", "DLA-9.1"),
     ("q-no-heads", {}, replace("q", lambda a: a[:, :, :0]), ValueError, "q", "DLA-9.1"),
+    ("v-no-width", {}, replace("v", lambda a: a[..., :0]), ValueError, "v", "DLA-9.1"),
+    ("q-no-K", {}, seq(replace("q", lambda a: a[..., :0]), replace("k", lambda a: a[..., :0])),
+     ValueError, "q", "DLA-9.1"),
     ("k-wrong-K", {}, replace("k", lambda a: a[..., :2]), ValueError, "k", "DLA-9.1"),
     ("k-wrong-T", {}, replace("k", lambda a: a[:, :-1]), ValueError, "k", "DLA-9.1"),
     ("v-wrong-T", {}, replace("v", lambda a: a[:, :-1]), ValueError, "v", "DLA-9.1"),
@@ -220,6 +231,11 @@ CASES: list[tuple[str, dict, Callable[[dict], dict], type, str, str]] = [
      ValueError, "initial_cache.starts", "DLA-9.9"),
     ("cache-starts-beyond-position", {}, cache_field("starts", lambda a: _set(a, (0, 0, C - 1), 9)),
      ValueError, "initial_cache.starts", "DLA-9.9"),
+    ("cache-unused-slot-states", {}, forget_newest_slot, ValueError, "initial_cache.states",
+     "DLA-9.9"),
+    ("cache-prev-key-at-position-0", {}, lambda x: {**x, "initial_cache": dataclasses.replace(
+        empty_cache(B, H, C, K, V), prev_key=np.ones((B, H, K)))}, ValueError,
+     "initial_cache.prev_key", "DLA-9.9"),
     ("cache-used-slot-beyond-count", {}, cache_field("count", lambda a: a - 1), ValueError,
      "initial_cache.starts", "DLA-9.9"),
     # DLA-9.10 injected plan
@@ -394,3 +410,34 @@ def test_empty_cache_and_cache_of_other_sequences_are_checked_against_cu_seqlens
     with pytest.raises(ValueError) as info:
         forward(**x, initial_cache=empty_cache(1, H, C, K, V))
     assert_names_rule(info.value, "initial_cache.states", "DLA-9.9")
+
+
+def test_lam_width_error_names_lam_and_capacity():
+    """DLA-9.7: the message names ``lam`` and ``capacity``."""
+    x = valid()
+    x["lam"] = x["lam"][..., :-1]
+    with pytest.raises(ValueError, match=r"^lam: .*capacity.*DLA-9\.7"):
+        forward(**x)
+
+
+def test_fenwick_error_names_the_needed_capacity_and_position():
+    """DLA-9.11: ``capacity``, the needed capacity and the position are in the message."""
+    x = random_inputs(0, 1, 5, 1, 2, 2, 2)  # position 2 is the first to need 3 > 2 levels
+    with pytest.raises(ValueError, match=r"^capacity: .*\b3\b.*position 2.*DLA-9\.11"):
+        forward(**x, config=config(2, policy="fenwick"))
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v", "g", "lam", "cu_seqlens"])
+def test_torch_tensors_are_not_the_reference_kind(name):
+    """DLA-9.3, DLA-11.1: the reference takes NumPy arrays; a tensor is a TypeError."""
+    torch = pytest.importorskip("torch")
+    x = valid()
+    x["cu_seqlens"] = np.array([0, T])
+    x[name] = torch.from_numpy(x[name])
+    with pytest.raises(TypeError) as info:
+        forward(**x)
+    assert_names_rule(info.value, name, "DLA-9.3")
+    if name in ("k", "cu_seqlens"):
+        with pytest.raises(TypeError) as info:
+            make_plan(x["config"], k=x["k"], cu_seqlens=x["cu_seqlens"])
+        assert_names_rule(info.value, name, "DLA-9.3")
