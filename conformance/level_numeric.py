@@ -119,11 +119,13 @@ def execute_checks(ctx: Context) -> list[Check]:
 def _e2e_margin(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
     def run() -> Comparison:
         rng = ctx.rng("end_to_end", *key)
-        inputs, _ = margin_inputs(rng, ctx.profile.shape, config, ctx.dtype, ctx.margin_bound)
+        inputs, margin = margin_inputs(
+            rng, ctx.profile.shape, config, ctx.dtype, ctx.margin_bound
+        )
         args, kw = split(inputs)
         expected, _ = ref.forward(*args, config, **kw)
         actual, _ = ctx.adapter.forward(*args, config, **kw)
-        return compare(actual, expected, ctx.dtype)
+        return compare(actual, expected, ctx.dtype).with_note(f"min margin {margin:.3g}")
 
     return run
 

@@ -62,11 +62,12 @@ def _key_cosine_parity(
     def run() -> Comparison:
         rng = ctx.rng(LEVEL, *key)
         tr = _zero_some_keys(rng) if zero_keys else None
-        inputs, _ = margin_inputs(
+        inputs, margin = margin_inputs(
             rng, ctx.profile.shape, config, ctx.dtype, ctx.margin_bound, transform=tr
         )
         expected = ref.make_plan(config, k=inputs["k"])
-        return compare_plan(ctx.adapter.make_plan(config, k=inputs["k"]), expected)
+        actual = ctx.adapter.make_plan(config, k=inputs["k"])
+        return compare_plan(actual, expected).with_note(f"min margin {margin:.3g}")
 
     return run
 

@@ -15,7 +15,7 @@ of the float64 reference with the plan frozen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,10 @@ class Comparison:
 
     def __str__(self) -> str:
         return self.message
+
+    def with_note(self, note: str) -> Comparison:
+        """The same comparison with ``note`` in front of its message (e.g. the inputs' margin)."""
+        return replace(self, message=f"{note}: {self.message}" if note else self.message)
 
 
 def _fail_shape(name: str, a: np.ndarray, e: np.ndarray) -> Comparison:
