@@ -159,7 +159,7 @@ def forward(
     """DLA-5, DLA-11.1: the DLA output ``o [B, T, H, V]`` (float64) and optionally the final cache.
 
     ``plan`` injects a plan (DLA-6.2) instead of computing one from the
-    scores. ``masked=True`` evaluates the masked form (DLA-5.4; ``gla`` base,
+    scores. ``masked=True`` evaluates the masked form (DLA-5.4, DLA-11.5; ``gla`` base,
     no carried cache) instead of the recurrent one.
     """
     val.check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
@@ -175,9 +175,10 @@ def forward(
     if plan is not None:
         val.check_plan(plan, B, T, H, C)
         plan = plan.to_numpy()
-    if masked and (config.base != "gla" or initial_cache is not None):
+    if masked and (config.base != "gla" or initial_cache is not None or output_final_cache):
         raise ValueError(
-            "masked: the masked form covers base='gla' without initial_cache (DLA-5.4)"
+            "masked: the masked form covers base='gla' without initial_cache and without "
+            "output_final_cache (DLA-5.4, DLA-11.5)"
         )
     scale = config.resolved_scale(K)
     rows = {n: to_rows(_f64(x)) for n, x in
@@ -217,7 +218,7 @@ def forward(
         if output_final_cache:
             finals.append(_final_cache(rp, part, S, info, sl["k"], pk, H, C, K))
     out = from_rows(o, B, H)
-    if not output_final_cache or masked:
+    if not output_final_cache:
         return out, None
     return out, Cache(**{f: np.concatenate([getattr(c, f) for c in finals], axis=0)
                          for f in CACHE_FIELDS})
