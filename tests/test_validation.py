@@ -441,3 +441,12 @@ def test_torch_tensors_are_not_the_reference_kind(name):
         with pytest.raises(TypeError) as info:
             make_plan(x["config"], k=x["k"], cu_seqlens=x["cu_seqlens"])
         assert_names_rule(info.value, name, "DLA-9.3")
+
+
+@pytest.mark.parametrize("case", ["delta", "initial_cache", "output_final_cache"])
+def test_masked_form_refuses_what_it_does_not_cover(case):
+    """DLA-11.5: ``masked=True`` only for ``gla``, no cache, no final cache: else ValueError."""
+    x = valid(base="delta" if case == "delta" else "gla")
+    kw = {"initial_cache": empty_cache(B, H, C, K, V)} if case == "initial_cache" else {}
+    with pytest.raises(ValueError, match=r"^masked: .*DLA-11\.5"):
+        forward(**x, masked=True, output_final_cache=case == "output_final_cache", **kw)
