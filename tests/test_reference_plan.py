@@ -59,6 +59,8 @@ def test_dla_plan_equals_naive_planner_on_dyadic_scores(data, C, tau):
     scores = np.array(flat, dtype=np.float64).reshape(B, T, H) / 4.0
     plan, margins = external_plan(scores, C, tau)
     assert plan.boundary.dtype == np.bool_
+    assert plan.count.shape == plan.boundary.shape == margins.merge.shape == (B, T, H)
+    assert plan.starts.shape == plan.labels.shape == (B, T, H, C)
     for f in ("count", "starts", "labels"):
         assert getattr(plan, f).dtype == np.int64
     for b, h, row in rows_of(scores):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from dla.reference import empty_cache, forward, make_plan
+from dla.reference import empty_cache, forward, make_plan, plan_with_margins
 from dla.reference.policies import fenwick_capacity
 from helpers import config, naive_dla_plan, padded, random_inputs, slice_t
 from hypothesis import given
@@ -76,6 +76,10 @@ def test_streaming_in_pieces_equals_one_pass(seed, B, T, H, C, tau, policy, base
     np.testing.assert_allclose(np.concatenate(outs, axis=1), o_full, rtol=RTOL, atol=ATOL)
     assert_plans_equal(cat_plans(plans), plan_full)
     assert_caches_equal(cache, cache_full)
+    # DLA-7.1: prev_key is the last key under both score sources; position counts tokens
+    last_key = x["k"][:, -1] if T else np.zeros_like(cache_full.prev_key)
+    np.testing.assert_array_equal(cache_full.prev_key, last_key)
+    assert (cache_full.position == T).all()
 
 
 @given(seed=st.integers(0, 2**16), T=st.integers(0, 12), C=st.integers(1, 4), tau=TAUS,
@@ -113,9 +117,12 @@ def test_continued_plan_matches_naive_planner_from_a_cache(iota, cut, C, tau):
     n = int(cache.count[0, 0])
     carried = list(zip(cache.starts[0, 0, :n].tolist(), cache.info[0, 0, :n].tolist(), strict=True))
     assert int(cache.position[0]) == cut
-    plan = make_plan(cfg, scores=x["scores"][:, cut:], initial_cache=cache)
+    plan, margins = plan_with_margins(cfg, scores=x["scores"][:, cut:], initial_cache=cache)
     steps = naive_dla_plan(iota[cut:], C, tau, carried, position=cut)
     assert steps == naive_dla_plan(iota, C, tau)[cut:]
+    # DLA-6.3: after a carried cache the first token found a state, so its margin is finite
+    assert margins.boundary[0, :, 0].tolist() == [s.boundary_margin for s in steps]
+    assert margins.merge[0, :, 0].tolist() == [s.merge_margin for s in steps]
     for j, s in enumerate(steps):
         assert plan.starts[0, j, 0].tolist() == padded(s.starts, C)
         assert plan.labels[0, j, 0].tolist() == padded(s.labels, C)

@@ -179,6 +179,8 @@ CASES: list[tuple[str, dict, Callable[[dict], dict], type, str, str]] = [
      "DLA-9.12"),
     ("scores-missing-external", {"score": "external"}, replace("scores", lambda a: None),
      ValueError, "scores", "DLA-9.12"),
+    ("fenwick-scores-missing", {"score": "external", "policy": "fenwick"},
+     replace("scores", lambda a: None), ValueError, "scores", "DLA-9.12"),
     ("scores-given-key-cosine", {}, lambda x: {**x, "scores": np.ones((B, T, H))}, ValueError,
      "scores", "DLA-9.12"),
     # DLA-9.2 config
