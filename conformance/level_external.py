@@ -160,7 +160,18 @@ def golden_checks(ctx: Context) -> list[Check]:
         return _unavailable("golden", "DLA-10.2", "golden fixtures (dla.conformance.golden)", exc)
     if not cases:
         return _unavailable("golden", "DLA-10.2", "golden fixtures", LookupError("no cases found"))
-    return [_golden_check(ctx, c) for c in cases]
+    return [_golden_check(ctx, c) for c in cases if applies(c, ctx.claims)]
+
+
+def applies(case: Any, claims: dict[str, Any]) -> bool:
+    """A case runs when the implementation claims its base, its policy and its levels.
+
+    An implementation without the delta base (``CLAIMS["bases"]``) or without
+    streaming is not asked for cases that need them (DLA-11.2).
+    """
+    needs = set(getattr(case, "levels", ("golden",))) - {"golden"}
+    return (case.config.base in claims["bases"] and case.config.policy in claims["policies"]
+            and needs <= set(claims["levels"]))
 
 
 # ------------------------------------------------------------------ properties

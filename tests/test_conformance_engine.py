@@ -156,6 +156,25 @@ def test_missing_golden_module_fails_the_level_without_crashing(monkeypatch) -> 
     assert report.level_passed() == {"plan": True, "golden": False}
 
 
+class _GlaOnly(_Wrapped):
+    """Declares no delta base (CLAIMS['bases']) and refuses it."""
+
+    CLAIMS: ClassVar[dict] = {**ref.CLAIMS, "bases": ("gla",)}
+
+    def forward(self, q, k, v, g, lam, config, **kw: Any):
+        if config.base == "delta":
+            raise NotImplementedError("delta")
+        return ref.forward(q, k, v, g, lam, config, **kw)
+
+
+def test_unclaimed_bases_are_not_asked_for() -> None:
+    report = certify(_GlaOnly(), levels=["execute", "end_to_end", "golden"], dtype="float32")
+    assert report.passed, report.summary()
+    assert not any("delta" in r.check for r in report.results)
+    full = certify("reference", levels=["golden"], dtype="float32")
+    assert any("delta" in r.check for r in full.results)
+
+
 def test_gradients_level_needs_torch_arrays() -> None:
     report = certify("reference", levels=["gradients"], dtype="float64")
     assert not report.passed
