@@ -17,13 +17,23 @@ Decays use chunk-local cumulative sums of ``g`` in float32.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 from dla.impls.triton_gpu.plan_kernel import DevicePlan, bucket
 from dla.impls.triton_gpu.rows import Rows
 
-BIG = 2**30
+BIG: tl.constexpr = tl.constexpr(2**30)
+
+
+@triton.jit
+def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """``a @ b`` with float32 accumulation; ``UPCAST`` works around the interpreter's 16-bit dot."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=PREC)
 
 
 @triton.jit
@@ -33,6 +43,7 @@ def state_pass_kernel(
     NT_MAX: tl.constexpr,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """States at every chunk start of one (sequence, head, V block), chunk after chunk."""
     iv = tl.program_id(0)
@@ -85,7 +96,7 @@ def state_pass_kernel(
             acc = acc * tl.exp(glast)
             sel = tmask & (pos >= lo) & (pos < hi)
             kw = tl.where(sel[:, None], kd, 0.0).to(kt.dtype)
-            acc += tl.dot(tl.trans(kw), vt, input_precision=PREC)
+            acc += _dot(tl.trans(kw), vt, PREC, UPCAST)
             tl.store(hnew + m * K * V + kv_off, acc, mask=kv_mask)
         tl.debug_barrier()
 
@@ -97,6 +108,7 @@ def output_kernel(
     scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Output of one chunk: inter (old states, relabeled at each t) + intra (masked, labeled)."""
     iv = tl.program_id(0)
@@ -144,9 +156,9 @@ def output_kernel(
         inside = (pos[None, :] >= st_i[:, None]) & (pos[None, :] < stn_i[:, None])
         W += tl.where(inside, lam_i[:, None], 0.0)
     causal = (ot[:, None] >= ot[None, :]) & tmask[:, None] & tmask[None, :]
-    A = tl.dot(q, tl.trans(k), input_precision=PREC)
+    A = _dot(q, tl.trans(k), PREC, UPCAST)
     A = tl.where(causal, A * W * tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
-    o = tl.dot(A.to(v.dtype), v, input_precision=PREC)
+    o = _dot(A.to(v.dtype), v, PREC, UPCAST)
     # inter-chunk: old states at a - 1, each weighted by the label of its slot at t
     cnt_p = tl.load(pcount_ptr + gch * H + hh)
     pst = pstarts_ptr + (gch * H + hh) * C
@@ -157,7 +169,7 @@ def output_kernel(
         spj = tl.load(pst + j, mask=j < cnt_p, other=BIG)
         wj = tl.sum(tl.where((st2 <= spj) & (spj < stn2), lam2, 0.0), axis=1)
         S = tl.load(hold + j * K * V + ok[:, None] * V + ov[None, :], mask=kv_mask, other=0.0)
-        o += (wj * eg)[:, None] * tl.dot(q, S.to(q.dtype), input_precision=PREC)
+        o += (wj * eg)[:, None] * _dot(q, S.to(q.dtype), PREC, UPCAST)
     o = o * scale
     tl.store(o_ptr + row[:, None] * V + ov[None, :], o.to(o_ptr.dtype.element_ty),
              mask=tmask[:, None] & (ov[None, :] < V))
@@ -182,31 +194,61 @@ def previous_partition(plan: DevicePlan, rows: Rows, init_count: torch.Tensor,
     return pc.contiguous(), ps.contiguous()
 
 
+def _blocks(K: int, V: int) -> tuple[int, int, int]:
+    BK = max(16, triton.next_power_of_2(K))
+    BV = min(max(16, triton.next_power_of_2(V)), 64)
+    return BK, BV, triton.cdiv(V, BV)
+
+
+def _interpreting() -> bool:
+    """Triton's CPU interpreter computes 16-bit ``tl.dot`` wrongly (triton 3.6): upcast there."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """float32 inputs keep float32 products (no tf32), so they meet the float32 tolerance."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor,
+                      prev: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Fill ``h`` (snapshot 0 of every sequence already holds its initial states)."""
+    H, K = k.shape[1:]
+    V = v.shape[-1]
+    C = plan.starts.shape[-1]
+    BK, BV, NV = _blocks(K, V)
+    if rows.N * H and rows.max_len:
+        state_pass_kernel[(NV, rows.N * H)](
+            k, v, g, plan.count, plan.starts, prev[0], prev[1],
+            rows.bos, rows.lens, rows.pos0, rows.hofs, h,
+            NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, K=K, V=V, C=C,
+            BT=rows.chunk, BK=BK, BV=BV, PREC=_precision(k.dtype), UPCAST=_interpreting(),
+            num_warps=4,
+        )
+
+
+def launch_output(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor,
+                  prev: tuple[torch.Tensor, torch.Tensor], scale: float,
+                  out_dtype: torch.dtype) -> torch.Tensor:
+    """All chunks in parallel: ``o [B * T, H, V]``."""
+    BTOK, H, K = q.shape
+    V = v.shape[-1]
+    C = plan.starts.shape[-1]
+    BK, BV, NV = _blocks(K, V)
+    o = torch.empty((BTOK, H, V), dtype=out_dtype, device=q.device)
+    if rows.N * H and rows.max_len:
+        output_kernel[(NV, rows.chunk_table.shape[0], H)](
+            q, k, v, g, lam, plan.count, plan.starts, plan.labels, prev[0], prev[1],
+            rows.chunk_table, rows.bos, rows.lens, rows.pos0, rows.hofs, h, o, float(scale),
+            H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C + 1), BT=rows.chunk, BK=BK, BV=BV,
+            PREC=_precision(q.dtype), UPCAST=_interpreting(), num_warps=4,
+        )
+    return o
+
+
 def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor,
                    prev: tuple[torch.Tensor, torch.Tensor], scale: float,
                    out_dtype: torch.dtype) -> torch.Tensor:
     """Run the state pass then the output kernel; ``h`` holds the initial states already."""
-    BTOK, H, K = q.shape
-    V = v.shape[-1]
-    C = plan.starts.shape[-1]
-    BT = rows.chunk
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), 64)
-    NV = triton.cdiv(V, BV)
-    prec = "ieee" if q.dtype == torch.float32 else "tf32"
-    o = torch.empty((BTOK, H, V), dtype=out_dtype, device=q.device)
-    pc, ps = prev
-    if rows.N * H and rows.max_len:
-        state_pass_kernel[(NV, rows.N * H)](
-            k, v, g, plan.count, plan.starts, pc, ps,
-            rows.bos, rows.lens, rows.pos0, rows.hofs, h,
-            NT_MAX=bucket(triton.cdiv(rows.max_len, BT)), H=H, K=K, V=V, C=C, BT=BT, BK=BK,
-            BV=BV, PREC=prec, num_warps=4,
-        )
-        output_kernel[(NV, rows.chunk_table.shape[0], H)](
-            q, k, v, g, lam, plan.count, plan.starts, plan.labels, pc, ps, rows.chunk_table,
-            rows.bos, rows.lens, rows.pos0, rows.hofs, h, o, float(scale),
-            H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C + 1), BT=BT, BK=BK, BV=BV,
-            PREC=prec, num_warps=4,
-        )
-    return o
+    launch_state_pass(k, v, g, plan, rows, h, prev)
+    return launch_output(q, k, v, g, lam, plan, rows, h, prev, scale, out_dtype)
