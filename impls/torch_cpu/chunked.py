@@ -55,17 +55,24 @@ _BIG = torch.iinfo(torch.int64).max
 class ChunkIndex:
     """Integer structure of every chunk, shapes ``[R, NC, ...]`` (no gradients).
 
-    ``lab_tt [L, L]``: label of token ``s`` at readout ``t`` (``-1`` above the
-    diagonal); ``lab_old [L, C]``: label of old state ``j`` at ``t`` (``-1``
-    for unused old slots); ``mem [C, C]``: old state ``i`` inside new state
-    ``j`` at the chunk end; ``onehot [L, C]``: token ``s`` inside state ``j``
-    at the chunk end.
+    ``slot_tt [L, L]``: slot of token ``s`` at readout ``t`` (meaningful for
+    ``s <= t``); ``slot_old [L, C]``: slot of old state ``j`` at ``t``, with
+    ``old_used [C]`` marking the old states that exist; ``mem [C, C]``: old
+    state ``i`` inside new state ``j`` at the chunk end. The *pieces*
+    ``(piece_r, piece_n, piece_c) [J]`` list every state ``c`` at the end of
+    chunk ``n`` of row ``r`` that holds tokens of that chunk, and
+    ``piece_mask [J, L]`` marks those tokens. States are contiguous, so most
+    chunks have one piece: ``J`` is about ``R * NC``, not ``R * NC * C``.
     """
 
-    lab_tt: torch.Tensor
-    lab_old: torch.Tensor
+    slot_tt: torch.Tensor
+    slot_old: torch.Tensor
+    old_used: torch.Tensor
     mem: torch.Tensor
-    onehot: torch.Tensor
+    piece_r: torch.Tensor
+    piece_n: torch.Tensor
+    piece_c: torch.Tensor
+    piece_mask: torch.Tensor
 
 
 def _slot_of(st: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -84,31 +91,45 @@ def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
     NC = Tp // L
     ar = torch.arange(C)
     st = torch.where(ar < count.unsqueeze(-1), starts, _BIG).view(R, NC, L, C)
-    lab = labels.view(R, NC, L, C)
     p = pos.view(R, NC, L)
-    # labels of the chunk's tokens at each readout of the chunk
-    slot_tt = _slot_of(st, p.unsqueeze(2).expand(R, NC, L, L)).clamp(min=0)
-    lab_tt = torch.gather(lab, 3, slot_tt)
-    causal = torch.ones(L, L, dtype=torch.bool).tril()
-    lab_tt = torch.where(causal, lab_tt, -1)
+    # slots of the chunk's tokens at each readout of the chunk (a plan covers [0, t], DLA-3.6)
+    if C == 1:
+        slot_tt = torch.zeros(R, NC, L, L, dtype=torch.int64)
+    else:
+        slot_tt = _slot_of(st, p.unsqueeze(2).expand(R, NC, L, L))
     # partition at a - 1 of every chunk
     prev_st = torch.cat([starts0.unsqueeze(1), starts.view(R, NC, L, C)[:, :-1, -1]], 1)
     prev_cnt = torch.cat([count0.unsqueeze(1), count.view(R, NC, L)[:, :-1, -1]], 1)
     prev_used = ar < prev_cnt.unsqueeze(-1)  # [R, NC, C]
     prev_q = torch.where(prev_used, prev_st, 0)
     slot_old = _slot_of(st, prev_q.unsqueeze(2).expand(R, NC, L, C)).clamp(min=0)
-    lab_old = torch.where(prev_used.unsqueeze(2), torch.gather(lab, 3, slot_old), -1)
     end_slot_old = slot_old[:, :, -1]  # [R, NC, C_old]
     mem = (end_slot_old.unsqueeze(-2) == ar.view(1, 1, C, 1)) & prev_used.unsqueeze(-2)
-    end_slot_tok = _slot_of(st[:, :, -1], p).clamp(min=0)  # [R, NC, L]
-    onehot = end_slot_tok.unsqueeze(-1) == ar
-    return ChunkIndex(lab_tt, lab_old, mem.to(dtype), onehot.to(dtype))
+    pr, pn, pc, pmask = _pieces(st[:, :, -1], count.view(R, NC, L)[:, :, -1], p[:, :, 0], L)
+    return ChunkIndex(slot_tt, slot_old, prev_used.to(dtype), mem.to(dtype), pr, pn, pc,
+                      pmask.to(dtype))
 
 
-def _gather_lam(lam: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-    """``lam_t[lab]`` with zero where ``lab < 0``; ``lam [R, NC, L, C]``, ``lab [R, NC, L, X]``."""
-    w = torch.gather(lam, 3, lab.clamp(min=0))
-    return torch.where(lab >= 0, w, torch.zeros((), dtype=lam.dtype))
+def _pieces(end_st: torch.Tensor, end_cnt: torch.Tensor, a: torch.Tensor, L: int):
+    """The states at each chunk end ``end_st [R, NC, C]`` that hold tokens ``[a, a + L)``."""
+    C = end_st.shape[-1]
+    ar = torch.arange(C)
+    first = _slot_of(end_st, a.unsqueeze(-1)).squeeze(-1).clamp(min=0)
+    valid = (ar >= first.unsqueeze(-1)) & (ar < end_cnt.unsqueeze(-1))
+    r, n, c = valid.nonzero(as_tuple=True)
+    a_j, cnt_j = a[r, n], end_cnt[r, n]
+    lo = (end_st[r, n, c] - a_j).clamp(min=0)
+    nxt = end_st[r, n, (c + 1).clamp(max=C - 1)] - a_j
+    hi = torch.where(c + 1 < cnt_j, nxt, L).clamp(max=L)
+    l = torch.arange(L)
+    mask = (l >= lo.unsqueeze(-1)) & (l < hi.unsqueeze(-1))
+    return r, n, c, mask
+
+
+def _slot_weights(lam: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``lam_t[labels_t[c]]`` per slot ``c`` (DLA-5.3), zero in unused slots: ``[R, NC, L, C]``."""
+    w = torch.gather(lam, 3, labels.clamp(min=0))
+    return torch.where(labels >= 0, w, torch.zeros((), dtype=lam.dtype))
 
 
 @dataclass
@@ -199,22 +220,29 @@ def execute_chunked(q, k, v, g, lam, beta, starts, labels, count, pos0, S0, star
         ops = ops_gla(qc, kc, gc, L)
     else:
         ops = ops_delta(qc, kc, gc, _pad(beta, Tp).view(R, NC, L), L)
-    # token contributions to the states at the chunk end, grouped by slot: [R, NC, C, K, V]
-    U = ((idx.onehot.unsqueeze(-1) * ops.W.unsqueeze(-2)).reshape(R, NC, L, C * Kd)
-         .transpose(-1, -2) @ vc).view(R, NC, C, Kd, Vd)
-    S = S0
-    starts_of_chunk = []
+    # token contributions to the states at the chunk end, one matmul per piece, grouped by chunk
+    order = torch.argsort(idx.piece_n, stable=True)
+    pr, pn, pc = idx.piece_r[order], idx.piece_n[order], idx.piece_c[order]
+    Wp = ops.W[pr, pn] * idx.piece_mask[order].unsqueeze(-1)
+    Up = (Wp.transpose(-1, -2) @ vc[pr, pn]).reshape(-1, Kd * Vd)
+    per_chunk = torch.bincount(pn, minlength=NC).tolist()
+    U_n = torch.split(Up, per_chunk)
+    dest_n = torch.split(pr * C + pc, per_chunk)
+    lw = _slot_weights(lamc, labels.view(R, NC, L, C))
+    w_old = torch.gather(lw, 3, idx.slot_old) * idx.old_used.unsqueeze(2)  # [R, NC, L, C]
+    S = S0.reshape(R, C, Kd * Vd)
+    o_inter = []
     for n in range(NC):
-        starts_of_chunk.append(S)
+        # inter-chunk readout: sum_j lam_t[lbl_t(j)] Qe_t^T S_j, one [L, C K] @ [C K, V] matmul
+        X = (w_old[:, n].unsqueeze(-1) * ops.Qe[:, n].unsqueeze(-2)).reshape(R, L, C * Kd)
+        o_inter.append(X @ S.view(R, C * Kd, Vd))
         if base == "gla":
-            Sd = S * ops.phi[:, n, None, None, None]
+            S = idx.mem[:, n] * ops.phi[:, n, None, None] @ S
         else:
-            Sd = ops.phi[:, n].unsqueeze(1) @ S
-        S = (idx.mem[:, n] @ Sd.reshape(R, C, Kd * Vd)).view(R, C, Kd, Vd) + U[:, n]
-    Sst = torch.stack(starts_of_chunk, 1)  # [R, NC, C, K, V]
-    qS = (ops.Qe @ Sst.permute(0, 1, 3, 2, 4).reshape(R, NC, Kd, C * Vd)).view(R, NC, L, C, Vd)
-    w_old = _gather_lam(lamc, idx.lab_old)  # [R, NC, L, C]
-    o_inter = (w_old.unsqueeze(-2) @ qS).squeeze(-2)
-    o_intra = (ops.A * _gather_lam(lamc, idx.lab_tt)) @ vc
-    o = scale * (o_inter + o_intra)
+            Sd = (ops.phi[:, n].unsqueeze(1) @ S.view(R, C, Kd, Vd)).view(R, C, Kd * Vd)
+            S = idx.mem[:, n] @ Sd
+        S = S.reshape(R * C, Kd * Vd).index_add(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
+    o_intra = (ops.A * torch.gather(lw, 3, idx.slot_tt)) @ vc  # A is zero above the diagonal
+    o = scale * (torch.stack(o_inter, 1) + o_intra)
+    S = S.view(R, C, Kd, Vd)
     return o.reshape(R, Tp, Vd)[:, :T], S
