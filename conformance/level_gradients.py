@@ -142,7 +142,7 @@ def checks(ctx: Context) -> list[Check]:
                 out.append(
                     Check(
                         LEVEL,
-                        BASE_CLAUSE[base],
+                        f"DLA-10.5, {BASE_CLAUSE[base]}",
                         f"dla {base} C=3 backward vs finite differences #{rep}",
                         _gradient_check(ctx, cfg, ("dla", base, rep)),
                     )
@@ -152,7 +152,7 @@ def checks(ctx: Context) -> list[Check]:
                 out.append(
                     Check(
                         LEVEL,
-                        BASE_CLAUSE[base],
+                        f"DLA-10.5, {BASE_CLAUSE[base]}",
                         f"fenwick {base} backward vs finite differences #{rep}",
                         _gradient_check(ctx, cfg, ("fw", base, rep)),
                     )

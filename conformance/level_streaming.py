@@ -26,6 +26,7 @@ from dla.conformance.inputs import (
     random_inputs,
 )
 from dla.conformance.level_numeric import split
+from dla.conformance.level_plan import expect_error
 from dla.conformance.tolerance import Comparison, compare, compare_cache
 
 from dla.cache import Cache
@@ -135,6 +136,21 @@ def _cross(
     return run
 
 
+def _empty_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Comparison]]:
+    """DLA-7.3: ``empty_cache`` (position 0) behaves exactly as no cache."""
+
+    def run() -> list[Comparison]:
+        rng = ctx.rng("streaming", *key)
+        s = ctx.profile.shape
+        inputs = draw(ctx, rng, s, config)
+        empty = ref.empty_cache(s.B, s.H, config.capacity, s.K, s.V)
+        o_exp, c_exp = _ref(inputs, config)
+        o, c = _impl(ctx, inputs, config, initial_cache=empty)
+        return [compare(o, o_exp, ctx.dtype), compare_cache(c, c_exp, ctx.dtype)]
+
+    return run
+
+
 def _stream_configs(ctx: Context) -> list[tuple[str, Config]]:
     T = ctx.profile.shape.T
     out = []
@@ -162,6 +178,14 @@ def streaming_checks(ctx: Context) -> list[Check]:
                 )
             )
         label, cfg = _stream_configs(ctx)[0]
+        out.append(
+            Check(
+                "streaming",
+                "DLA-7.3",
+                f"{label} an empty cache is a fresh start #{rep}",
+                _empty_cache(ctx, cfg, ("empty", rep)),
+            )
+        )
         out.append(
             Check(
                 "streaming",
@@ -295,4 +319,38 @@ def varlen_checks(ctx: Context) -> list[Check]:
                     _varlen_cache(ctx, cfg, ("cache", rep)),
                 )
             )
+    label, cfg = _stream_configs(ctx)[0]
+    out.append(Check("varlen", "DLA-9.8", "malformed cu_seqlens raise", _bad_cu(ctx, cfg)))
     return out
+
+
+def _bad_cu(ctx: Context, config: Config) -> Callable[[], list[Comparison]]:
+    """DLA-9.8: decreasing or non-integer ``cu_seqlens`` get ValueError / TypeError."""
+
+    def run() -> list[Comparison]:
+        s = ctx.profile.shape
+        inputs = random_inputs(
+            ctx.rng("varlen", "bad-cu"), Shape(1, 6, s.H, s.K, s.V), config, ctx.dtype
+        )
+        args, kw = split(inputs)
+        decreasing = np.array([0, 4, 2, 6], np.int64)
+        floats = np.array([0.0, 3.0, 6.0])
+        return [
+            expect_error(
+                lambda: ctx.adapter.forward(*args, config, cu_seqlens=decreasing, **kw),
+                ValueError,
+                "cu_seqlens [0, 4, 2, 6]",
+            ),
+            expect_error(
+                lambda: ctx.adapter.impl.forward(
+                    *ctx.adapter.convert_forward_args(*args, kw)[0],
+                    config,
+                    cu_seqlens=ctx.adapter.to_impl(floats, "float32"),
+                    **ctx.adapter.convert_forward_args(*args, kw)[1],
+                ),
+                TypeError,
+                "float32 cu_seqlens",
+            ),
+        ]
+
+    return run

@@ -7,6 +7,7 @@ each claimed device; ``properties`` runs for every implementation.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dla.conformance import (
@@ -31,6 +32,26 @@ LEVEL_CHECKS: dict[str, Callable[[Context], list[Check]]] = {
     "properties": level_external.property_checks,
 }
 assert tuple(LEVEL_CHECKS) == ALL_LEVELS
+
+
+#: The clause of section 12 that defines each level; every check of a level cites it too.
+LEVEL_CLAUSE = {
+    "plan": "DLA-12.1",
+    "execute": "DLA-12.2",
+    "end_to_end": "DLA-12.3",
+    "streaming": "DLA-12.4",
+    "varlen": "DLA-12.5",
+    "gradients": "DLA-12.6",
+    "golden": "DLA-12.7",
+    "properties": "DLA-12.8",
+}
+
+
+def _cite_level(check: Check) -> Check:
+    clause = LEVEL_CLAUSE[check.level]
+    if clause in check.clause.replace(" ", "").split(","):
+        return check
+    return replace(check, clause=f"{check.clause}, {clause}" if check.clause else clause)
 
 
 def resolve_levels(levels: Sequence[str] | str | None, claims: dict[str, Any]) -> list[str]:
@@ -68,5 +89,5 @@ def collect(
         for dtype in dts:
             ctx = Context(Adapter(loaded, dtype, device), prof, seed)
             for level in levels:
-                out.extend((ctx, c) for c in LEVEL_CHECKS[level](ctx))
+                out.extend((ctx, _cite_level(c)) for c in LEVEL_CHECKS[level](ctx))
     return dts, dvs, out
