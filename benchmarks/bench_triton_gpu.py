@@ -92,6 +92,7 @@ def dla_parts(x: dict, C: int, policy: str) -> dict[str, float]:
     prev = previous_partition(plan, rows, init[0], init[1])
     scale = K ** -0.5
     out = {
+        "scores": bench(lambda: api._scores(cfg, rows, kf, None, init)),
         "plan": bench(lambda: api._device_plan(cfg, rows, kf, None, init, B * T, H)),
         "state": bench(lambda: launch_state_pass(kf, vf, gf, plan, rows, h, prev)),
         "output": bench(lambda: launch_output(qf, kf, vf, gf, lf, plan, rows, h, prev, scale,
@@ -127,7 +128,7 @@ def peers(x: dict, T: int) -> dict[str, float]:
     return res
 
 
-HEADER = ("| T | B | D | policy | C | DLA ms | plan / state / output ms | TFLOP/s | floor ms "
+HEADER = ("| T | B | D | policy | C | DLA ms | plan (scores) / state / output ms | TFLOP/s | floor ms "
           "| simple_gla ms | log_linear ms (levels) | SDPA causal ms |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -139,7 +140,8 @@ def row(T, B, D, policy, C, d, p) -> str:
         return f"{p[key]:.3f}" if key in p else "n/a"
 
     ll = f"{p['log_linear']:.3f} ({p['log_linear_levels']})" if "log_linear" in p else "n/a"
-    return (f"| {T} | {B} | {D} | {policy} | {C} | {d['total']:.3f} | {d['plan']:.3f} / "
+    return (f"| {T} | {B} | {D} | {policy} | {C} | {d['total']:.3f} | {d['plan']:.3f} "
+            f"({d['scores']:.3f}) / "
             f"{d['state']:.3f} / {d['output']:.3f} | {gf / d['total']:.1f} | {fl:.3f} "
             f"| {f('simple_gla')} | {ll} | {f('sdpa')} |")
 

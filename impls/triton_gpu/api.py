@@ -71,16 +71,21 @@ def _setup(config: Config, B: int, T: int, H: int, C: int, cu_seqlens: Any,
     return rows, init
 
 
-def _device_plan(config: Config, rows: Rows, k: torch.Tensor | None, scores: torch.Tensor | None,
-                 init, BTOK: int, H: int) -> tuple[DevicePlan, torch.Tensor]:
-    """The plan of the scores (DLA-3 or DLA-4) and the scores themselves ``[B * T, H]`` f64."""
+def _scores(config: Config, rows: Rows, k: torch.Tensor | None, scores: torch.Tensor | None,
+            init) -> torch.Tensor:
+    """DLA-2: ``iota [B * T, H]`` float64."""
     if config.score == "external":
-        iota = scores.to(torch.float64).contiguous()
-    else:
-        iota = token_scores(k, rows, init[4])
+        return scores.to(torch.float64).contiguous()
+    return token_scores(k, rows, init[4])
+
+
+def _device_plan(config: Config, rows: Rows, k: torch.Tensor | None, scores: torch.Tensor | None,
+                 init, BTOK: int, H: int) -> tuple[DevicePlan, torch.Tensor | None]:
+    """The plan (DLA-3 or DLA-4) and the scores (None under fenwick, which needs none)."""
     C = config.capacity
     if config.policy == "fenwick":
-        return plan_fenwick(rows, BTOK, H, C), iota
+        return plan_fenwick(rows, BTOK, H, C), None
+    iota = _scores(config, rows, k, scores, init)
     return plan_dla(iota, rows, C, config.tau, init[:3]), iota
 
 
@@ -156,14 +161,17 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
     qf, kf, vf, gf, lf = (_flat(x, dev) for x in (q, k, v, g, lam))
     own, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
     p = own if plan is None else _from_plan(plan, dev)
-    h = torch.zeros((rows.n_snapshots, H, C, K, V), dtype=torch.float32, device=dev)
-    if initial_cache is not None:
-        h[rows.hofs.long()] = torch.as_tensor(initial_cache.states).to(dev, torch.float32)
+    # state snapshots: only the initial ones need values; unused slots are never read
+    h = torch.empty((rows.n_snapshots, H, C, K, V), dtype=torch.float32, device=dev)
+    h[rows.hofs.long()] = (0.0 if initial_cache is None else
+                           torch.as_tensor(initial_cache.states).to(dev, torch.float32))
     prev = previous_partition(p, rows, init[0], init[1])
     o = launch_forward(qf, kf, vf, gf, lf, p, rows, h, prev, config.resolved_scale(K), q.dtype)
     o = o.reshape(B, T, H, V)
     if not output_final_cache:
         return o, None
+    if iota is None:
+        iota = _scores(config, rows, kf, _flat(scores, dev), init)
     return o, _final_cache(p, iota, rows, init, h, kf, K)
 
 
@@ -185,6 +193,8 @@ def _final_cache(p: DevicePlan, iota, rows: Rows, init, h, kf, K: int) -> Cache:
         labels = torch.where(has[:, None, None], p.labels[last].long(), init[5])
         prev_key = torch.where(has[:, None, None], kf[last].to(torch.float64), pk0)
     prev_key = prev_key.to(torch.float64 if kf.dtype == torch.float64 else torch.float32)
+    used = torch.arange(states.shape[2], device=states.device) < count[..., None]
+    states = torch.where(used[..., None, None], states, 0.0)  # unused slots: zeros (DLA-7.1)
     return Cache(states=states, info=_final_info(p, iota, rows, init), starts=starts, labels=labels,
                  count=count, prev_key=prev_key,
                  position=(rows.pos0.long() + rows.lens.long()))

@@ -37,11 +37,40 @@ def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _merge_and_write(hold, hnew, est, sp, cnt_e, kd, vt, tmask, pos, first_pos, glast,
+                     kv_off, kv_mask, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
+                     BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+                     UPCAST: tl.constexpr):
+    """New slot ``m`` = old states ``[jlo, jhi)`` (their starts fall in it) decayed + its tokens.
+
+    The partition only coarsens (DLA-3.6), so the old states inside a new slot
+    are contiguous: the first is loaded unconditionally (masked), further ones
+    (a merge inside this chunk) in a short guarded loop.
+    """
+    for m in range(0, C):
+        live = m < cnt_e
+        lo = tl.load(est + m, mask=live, other=BIG)
+        hi = tl.load(est + m + 1, mask=m + 1 < cnt_e, other=BIG)
+        jlo = tl.sum((sp < lo).to(tl.int32), axis=0)
+        jhi = tl.sum((sp < hi).to(tl.int32), axis=0)
+        acc = tl.load(hold + jlo * K * V + kv_off, mask=kv_mask & (jlo < jhi) & live, other=0.0)
+        for e in range(1, C):
+            if jlo + e < jhi:
+                acc += tl.load(hold + (jlo + e) * K * V + kv_off, mask=kv_mask, other=0.0)
+        acc = acc * tl.exp(glast)
+        if live & (hi > first_pos):  # the slot holds tokens of this chunk
+            sel = tmask & (pos >= lo) & (pos < hi)
+            kw = tl.where(sel[:, None], kd, 0.0).to(kd.dtype)
+            acc += _dot(tl.trans(kw), vt, PREC, UPCAST)
+        tl.store(hnew + m * K * V + kv_off, acc, mask=kv_mask & live)
+
+
+@triton.jit
 def state_pass_kernel(
     k_ptr, v_ptr, g_ptr, count_ptr, starts_ptr, pcount_ptr, pstarts_ptr,
     bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr,
     NT_MAX: tl.constexpr,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -59,46 +88,34 @@ def state_pass_kernel(
     ov = iv * BV + tl.arange(0, BV)
     kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
     kv_off = ok[:, None] * V + ov[None, :]
+    jc = tl.arange(0, CP)
     nt = tl.cdiv(length, BT)
     for i in range(0, NT_MAX):  # constexpr bounds: the interpreter needs them
-      if i < nt:
-        a = i * BT
-        nvalid = tl.minimum(length - a, BT)
-        tmask = ot < nvalid
-        tok = bos + a + ot
-        pos = p0 + a + ot
-        g = tl.load(g_ptr + tok * H + hh, mask=tmask, other=0.0).to(tl.float32)
-        gc = tl.cumsum(g, axis=0)
-        glast = tl.sum(g, axis=0)
-        dec = tl.where(tmask, tl.exp(glast - gc), 0.0)
-        kt = tl.load(k_ptr + (tok * H + hh)[:, None] * K + ok[None, :],
-                     mask=tmask[:, None] & (ok[None, :] < K), other=0.0)
-        vt = tl.load(v_ptr + (tok * H + hh)[:, None] * V + ov[None, :],
-                     mask=tmask[:, None] & (ov[None, :] < V), other=0.0)
-        kd = (kt.to(tl.float32) * dec[:, None]).to(kt.dtype)
-        gch = hofs - n + i
-        cnt_p = tl.load(pcount_ptr + gch * H + hh)
-        pst = pstarts_ptr + (gch * H + hh) * C
-        tok_e = bos + a + nvalid - 1
-        cnt_e = tl.load(count_ptr + tok_e * H + hh)
-        est = starts_ptr + (tok_e * H + hh) * C
-        hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
-        hnew = h_ptr + ((hofs + i + 1) * H + hh).to(tl.int64) * (C * K * V)
-        for m in range(0, C):
-          if m < cnt_e:
-            lo = tl.load(est + m)
-            hi = tl.load(est + m + 1, mask=m + 1 < cnt_e, other=BIG)
-            acc = tl.zeros((BK, BV), dtype=tl.float32)
-            for j in range(0, C):
-                spj = tl.load(pst + j, mask=j < cnt_p, other=-1)
-                if (spj >= lo) & (spj < hi):
-                    acc += tl.load(hold + j * K * V + kv_off, mask=kv_mask, other=0.0)
-            acc = acc * tl.exp(glast)
-            sel = tmask & (pos >= lo) & (pos < hi)
-            kw = tl.where(sel[:, None], kd, 0.0).to(kt.dtype)
-            acc += _dot(tl.trans(kw), vt, PREC, UPCAST)
-            tl.store(hnew + m * K * V + kv_off, acc, mask=kv_mask)
-        tl.debug_barrier()
+        if i < nt:
+            a = i * BT
+            nvalid = tl.minimum(length - a, BT)
+            tmask = ot < nvalid
+            tok = bos + a + ot
+            pos = p0 + a + ot
+            g = tl.load(g_ptr + tok * H + hh, mask=tmask, other=0.0).to(tl.float32)
+            glast = tl.sum(g, axis=0)
+            dec = tl.where(tmask, tl.exp(glast - tl.cumsum(g, axis=0)), 0.0)
+            kt = tl.load(k_ptr + (tok * H + hh)[:, None] * K + ok[None, :],
+                         mask=tmask[:, None] & (ok[None, :] < K), other=0.0)
+            vt = tl.load(v_ptr + (tok * H + hh)[:, None] * V + ov[None, :],
+                         mask=tmask[:, None] & (ov[None, :] < V), other=0.0)
+            kd = (kt.to(tl.float32) * dec[:, None]).to(kt.dtype)
+            gch = hofs - n + i
+            cnt_p = tl.load(pcount_ptr + gch * H + hh)
+            sp = tl.load(pstarts_ptr + (gch * H + hh) * C + jc, mask=jc < cnt_p, other=BIG)
+            tok_e = bos + a + nvalid - 1
+            cnt_e = tl.load(count_ptr + tok_e * H + hh)
+            est = starts_ptr + (tok_e * H + hh) * C
+            hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
+            hnew = h_ptr + ((hofs + i + 1) * H + hh).to(tl.int64) * (C * K * V)
+            _merge_and_write(hold, hnew, est, sp, cnt_e, kd, vt, tmask, pos, p0 + a, glast,
+                             kv_off, kv_mask, K, V, C, BK, BV, PREC, UPCAST)
+            tl.debug_barrier()  # the next chunk reads what this one wrote
 
 
 @triton.jit
@@ -165,10 +182,11 @@ def output_kernel(
     hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
     kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
     eg = tl.exp(gc)
-    for j in range(0, C):
+    for j in range(0, C):  # masked rather than guarded, so the loads can be pipelined
         spj = tl.load(pst + j, mask=j < cnt_p, other=BIG)
         wj = tl.sum(tl.where((st2 <= spj) & (spj < stn2), lam2, 0.0), axis=1)
-        S = tl.load(hold + j * K * V + ok[:, None] * V + ov[None, :], mask=kv_mask, other=0.0)
+        S = tl.load(hold + j * K * V + ok[:, None] * V + ov[None, :], mask=kv_mask & (j < cnt_p),
+                    other=0.0)
         o += (wj * eg)[:, None] * _dot(q, S.to(q.dtype), PREC, UPCAST)
     o = o * scale
     tl.store(o_ptr + row[:, None] * V + ov[None, :], o.to(o_ptr.dtype.element_ty),
@@ -194,9 +212,9 @@ def previous_partition(plan: DevicePlan, rows: Rows, init_count: torch.Tensor,
     return pc.contiguous(), ps.contiguous()
 
 
-def _blocks(K: int, V: int) -> tuple[int, int, int]:
+def _blocks(K: int, V: int, max_bv: int) -> tuple[int, int, int]:
     BK = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), 64)
+    BV = min(max(16, triton.next_power_of_2(V)), max_bv)
     return BK, BV, triton.cdiv(V, BV)
 
 
@@ -216,13 +234,14 @@ def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor,
     H, K = k.shape[1:]
     V = v.shape[-1]
     C = plan.starts.shape[-1]
-    BK, BV, NV = _blocks(K, V)
+    BK, BV, NV = _blocks(K, V, 32)  # V blocks: more programs for the sequential pass
     if rows.N * H and rows.max_len:
         state_pass_kernel[(NV, rows.N * H)](
             k, v, g, plan.count, plan.starts, prev[0], prev[1],
             rows.bos, rows.lens, rows.pos0, rows.hofs, h,
             NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, K=K, V=V, C=C,
-            BT=rows.chunk, BK=BK, BV=BV, PREC=_precision(k.dtype), UPCAST=_interpreting(),
+            CP=triton.next_power_of_2(C), BT=rows.chunk, BK=BK, BV=BV,
+            PREC=_precision(k.dtype), UPCAST=_interpreting(),
             num_warps=4,
         )
 
@@ -234,13 +253,13 @@ def launch_output(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor
     BTOK, H, K = q.shape
     V = v.shape[-1]
     C = plan.starts.shape[-1]
-    BK, BV, NV = _blocks(K, V)
+    BK, BV, NV = _blocks(K, V, 64)  # the masks and weights are computed once per V block
     o = torch.empty((BTOK, H, V), dtype=out_dtype, device=q.device)
     if rows.N * H and rows.max_len:
         output_kernel[(NV, rows.chunk_table.shape[0], H)](
             q, k, v, g, lam, plan.count, plan.starts, plan.labels, prev[0], prev[1],
             rows.chunk_table, rows.bos, rows.lens, rows.pos0, rows.hofs, h, o, float(scale),
-            H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C + 1), BT=rows.chunk, BK=BK, BV=BV,
+            H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C), BT=rows.chunk, BK=BK, BV=BV,
             PREC=_precision(q.dtype), UPCAST=_interpreting(), num_warps=4,
         )
     return o

@@ -32,24 +32,54 @@ class DevicePlan:
 
 
 # ----------------------------------------------------------------- scores (DLA-2)
+@triton.jit
+def key_cosine_kernel(k_ptr, iota_ptr, n_tok, H: tl.constexpr, K: tl.constexpr,
+                      BLOCK: tl.constexpr, BK: tl.constexpr):
+    """DLA-2.1, DLA-2.2: ``1 - cos(k_t, k_{t-1})`` in float64 for a block of flat tokens."""
+    tok = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    h = tl.program_id(1)
+    ok = tl.arange(0, BK)
+    cur_m = (tok < n_tok)[:, None] & (ok[None, :] < K)
+    prev_m = cur_m & (tok >= 1)[:, None]
+    a = tl.load(k_ptr + (tok * H + h)[:, None] * K + ok[None, :], mask=cur_m, other=0.0)
+    b = tl.load(k_ptr + ((tok - 1) * H + h)[:, None] * K + ok[None, :], mask=prev_m, other=0.0)
+    a = a.to(tl.float64)
+    b = b.to(tl.float64)
+    den = tl.sqrt(tl.sum(a * a, axis=1)) * tl.sqrt(tl.sum(b * b, axis=1))
+    cos = tl.where(den > 0, tl.sum(a * b, axis=1) / tl.where(den > 0, den, 1.0), 0.0)
+    cos = tl.minimum(tl.maximum(cos, -1.0), 1.0)
+    tl.store(iota_ptr + tok * H + h, 1.0 - cos, mask=tok < n_tok)
+
+
+def _cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """DLA-2.1, DLA-2.2 for a few rows (the first token of each carried sequence)."""
+    den = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
+    cos = torch.where(den > 0, (a * b).sum(-1) / torch.where(den > 0, den, 1.0), 0.0)
+    return cos.clamp(-1.0, 1.0)
+
+
 def token_scores(k: torch.Tensor, rows: Rows, prev_key: torch.Tensor | None) -> torch.Tensor:
-    """DLA-2.1 to DLA-2.3: ``iota [B * T, H]`` float64 from keys ``[B * T, H, K]``."""
-    kd = k.to(torch.float64)
-    prev = torch.zeros_like(kd)
-    prev[1:] = kd[:-1]
+    """DLA-2.1 to DLA-2.3: ``iota [B * T, H]`` float64 from keys ``[B * T, H, K]``.
+
+    A kernel scores every token against the flat token before it; the first
+    token of each sequence is then set to 0 (fresh) or scored against the
+    carried ``prev_key`` (DLA-2.3).
+    """
+    n_tok, H, K = k.shape
+    iota = torch.empty((n_tok, H), dtype=torch.float64, device=k.device)
+    if n_tok:
+        BLOCK = 32
+        key_cosine_kernel[(triton.cdiv(n_tok, BLOCK), H)](
+            k, iota, n_tok, H=H, K=K, BLOCK=BLOCK, BK=triton.next_power_of_2(K))
     nonempty = rows.lens > 0
     first = rows.bos.long()[nonempty]
-    has_prev = torch.ones(kd.shape[0], dtype=torch.bool, device=k.device)
-    has_prev[first] = False
+    iota[first] = 0.0
     if prev_key is not None:
-        prev[first] = prev_key.to(device=k.device, dtype=torch.float64)[nonempty]
-        has_prev[first] = rows.pos0.long()[nonempty] > 0
-    na = torch.linalg.vector_norm(kd, dim=-1)
-    nb = torch.linalg.vector_norm(prev, dim=-1)
-    den = na * nb
-    cos = torch.where(den > 0, (kd * prev).sum(-1) / torch.where(den > 0, den, 1.0), 0.0)
-    iota = 1.0 - cos.clamp(-1.0, 1.0)
-    return torch.where(has_prev[:, None], iota, 0.0)
+        carried = (rows.pos0.long() > 0) & nonempty
+        f = rows.bos.long()[carried]
+        pk = prev_key.to(device=k.device, dtype=torch.float64)[carried]
+        iota[f] = 1.0 - _cosine_rows(k[f].to(torch.float64), pk)
+    return iota
 
 
 # ----------------------------------------------------------------- DLA scan (DLA-3)
@@ -60,9 +90,8 @@ def bucket(n: int) -> int:
 
 @triton.jit
 def _shift_down(x, j, CP: tl.constexpr, fill):
-    """``y[i] = x[i + 1]`` (``fill`` past the end), exactly: one term per sum."""
-    sel = j[None, :] == (j[:, None] + 1)
-    y = tl.sum(tl.where(sel, x[None, :], 0), axis=1)
+    """``y[i] = x[i + 1]`` (``fill`` past the end); a gather, exact."""
+    y = tl.gather(x, tl.minimum(j + 1, CP - 1), 0)
     return tl.where(j + 1 < CP, y, fill)
 
 
@@ -84,10 +113,12 @@ def dla_scan_kernel(
     cnt = tl.load(count0_ptr + r)
     st = tl.load(starts0_ptr + r * C + j, mask=live, other=-1)
     inf = tl.load(info0_ptr + r * C + j, mask=live, other=0.0)
+    x_next = tl.load(iota_ptr + bos * H + h, mask=length > 0, other=0.0)
     for t in range(0, MAX_LEN):  # constexpr bound: the interpreter needs it
         if t < length:
             tok = bos + t
-            x = tl.load(iota_ptr + tok * H + h)
+            x = x_next  # loaded one step ahead, off the dependency chain
+            x_next = tl.load(iota_ptr + (tok + 1) * H + h, mask=t + 1 < length, other=0.0)
             bnd = (cnt == 0) | (x > tau)
             opening = bnd & (j == cnt)
             st = tl.where(opening, p0 + t, st)

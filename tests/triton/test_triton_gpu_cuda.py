@@ -1,4 +1,4 @@
-"""``dla.impls.triton_gpu`` on a CUDA GPU: long multi-chunk sequences in bf16 (skipped without one)."""
+"""triton_gpu on a CUDA GPU: long multi-chunk bf16 sequences (skipped without one)."""
 
 from __future__ import annotations
 
