@@ -20,4 +20,7 @@ if [ "$CERT_S" -gt 0 ]; then
     --only-failures --no-progress 2>&1 | tee "$OUT/cert.log" | tail -40
   echo "cert exit: ${PIPESTATUS[0]}"
 fi
+if [ "${RUN_PYTEST:-1}" = 1 ]; then
+  timeout 180 python3 -m pytest -q -p no:cacheprovider tests/triton 2>&1 | tee "$OUT/pytest.log" | tail -15
+fi
 python3 benchmarks/bench_triton_gpu.py --out "$OUT/triton_gpu.md" "$@" 2>&1 | tee "$OUT/bench.log"
