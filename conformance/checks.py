@@ -18,9 +18,9 @@ import numpy as np
 from dla.conformance.adapter import Adapter
 from dla.conformance.inputs import Shape, quantize, rng_for
 from dla.conformance.report import ClauseResult
-from dla.conformance.tolerance import MARGIN_BOUND, Comparison
+from dla.conformance.tolerance import CACHE_FLOAT_FIELDS, MARGIN_BOUND, Comparison
 
-from dla.cache import Cache
+from dla.cache import CACHE_FIELDS, Cache
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,10 @@ class Context:
             **{
                 f: (
                     quantize(getattr(cache, f), cd)
-                    if f in ("states", "info", "prev_key")
+                    if f in CACHE_FLOAT_FIELDS
                     else np.asarray(getattr(cache, f), np.int64)
                 )
-                for f in ("states", "info", "starts", "labels", "count", "prev_key", "position")
+                for f in CACHE_FIELDS
             }
         )
 
@@ -160,11 +160,12 @@ def run_check(check: Check, ctx: Context) -> list[ClauseResult]:
         ]
     seconds = time.perf_counter() - t0
     items = list(outcome) if isinstance(outcome, (list, tuple)) else [outcome]
-    if items and all(isinstance(i, ClauseResult) for i in items):
-        for i in items:
-            i.dtype, i.device = i.dtype or ctx.dtype, i.device or ctx.device
-            i.seconds = i.seconds or seconds / len(items)
-        return items  # type: ignore[return-value]
+    results = [i for i in items if isinstance(i, ClauseResult)]
+    if items and len(results) == len(items):
+        for r in results:
+            r.dtype, r.device = r.dtype or ctx.dtype, r.device or ctx.device
+            r.seconds = r.seconds or seconds / len(results)
+        return results
     if not items:
         return [
             ClauseResult(

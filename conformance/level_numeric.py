@@ -9,6 +9,7 @@ the dtype's bound, or dyadic external scores (DLA-10.3).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import dla.reference as ref
@@ -30,7 +31,7 @@ BASE_CLAUSE = {"gla": "DLA-5.1", "delta": "DLA-5.2"}
 def split(inputs: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """``(q, k, v, g, lam)`` and the keyword inputs (``beta``, ``scores``) of ``forward``."""
     args = [inputs[n] for n in ("q", "k", "v", "g", "lam")]
-    kw = {n: inputs[n] for n in ("beta", "scores") if n in inputs}
+    kw: dict[str, np.ndarray] = {n: inputs[n] for n in ("beta", "scores") if n in inputs}
     return args, kw
 
 
@@ -46,17 +47,7 @@ def _execute(
 ) -> Callable[[], Comparison]:
     def run() -> Comparison:
         rng = ctx.rng("execute", *key)
-        s = (
-            ctx.profile.shape
-            if T is None
-            else type(ctx.profile.shape)(
-                ctx.profile.shape.B,
-                T,
-                ctx.profile.shape.H,
-                ctx.profile.shape.K,
-                ctx.profile.shape.V,
-            )
-        )
+        s = ctx.profile.shape if T is None else dataclasses.replace(ctx.profile.shape, T=T)
         inputs = random_inputs(rng, s, config, ctx.dtype)
         args, kw = split(inputs)
         if foreign_plan:  # a plan the implementation's own scores would not produce
@@ -119,9 +110,7 @@ def execute_checks(ctx: Context) -> list[Check]:
 def _e2e_margin(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
     def run() -> Comparison:
         rng = ctx.rng("end_to_end", *key)
-        inputs, margin = margin_inputs(
-            rng, ctx.profile.shape, config, ctx.dtype, ctx.margin_bound
-        )
+        inputs, margin = margin_inputs(rng, ctx.profile.shape, config, ctx.dtype, ctx.margin_bound)
         args, kw = split(inputs)
         expected, _ = ref.forward(*args, config, **kw)
         actual, _ = ctx.adapter.forward(*args, config, **kw)

@@ -19,7 +19,7 @@ from dla.conformance import (
 )
 from dla.conformance.adapter import Adapter
 from dla.conformance.checks import Check, Context, get_profile
-from dla.conformance.loader import ALL_LEVELS, ALWAYS_LEVELS, LEVELS, LoadedImpl
+from dla.conformance.loader import ALL_LEVELS, ALWAYS_LEVELS, DTYPES, LEVELS, LoadedImpl
 
 LEVEL_CHECKS: dict[str, Callable[[Context], list[Check]]] = {
     "plan": level_plan.checks,
@@ -83,6 +83,9 @@ def collect(
     """Every (context, check) of a run, listed without running anything."""
     prof = get_profile(profile)
     dts = _as_list(dtypes, loaded.claims["dtypes"])
+    unknown = [d for d in dts if d not in DTYPES]
+    if unknown:
+        raise ValueError(f"dtype: unknown {unknown}; the tolerance model covers {list(DTYPES)}")
     dvs = _as_list(devices, loaded.claims["devices"])
     out: list[tuple[Context, Check]] = []
     for device in dvs:

@@ -15,7 +15,8 @@ of the float64 reference with the plan frozen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,7 @@ class Comparison:
     error: float = 0.0
     bound: float = 0.0
     message: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = dc_field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -111,7 +111,8 @@ def test_numpy_implementation_stays_numpy_and_keeps_the_dtype() -> None:
 
 
 def test_int32_cu_seqlens_when_claimed() -> None:
-    impl = _Recorder()
-    impl.CLAIMS = {**_Recorder.CLAIMS, "cu_seqlens_dtype": "int32"}
-    ad = Adapter(impl)
+    class _Int32(_Recorder):
+        CLAIMS: ClassVar[dict] = {**_Recorder.CLAIMS, "cu_seqlens_dtype": "int32"}
+
+    ad = Adapter(_Int32())
     assert ad.cu_to_impl(np.array([0, 3, 5])).dtype == torch.int32

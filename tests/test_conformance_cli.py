@@ -132,7 +132,7 @@ def test_list_shows_registered_implementations_and_claims(capsys) -> None:
 
 
 def test_fixtures_verify_calls_the_golden_module(monkeypatch, capsys) -> None:
-    calls = []
+    calls: list[Path] = []
 
     class _Verified:
         ok = False
@@ -140,10 +140,15 @@ def test_fixtures_verify_calls_the_golden_module(monkeypatch, capsys) -> None:
         def __str__(self) -> str:
             return "1 case differs"
 
-    fake = types.SimpleNamespace(
-        verify=lambda d: calls.append(d) or _Verified(),
-        generate=lambda d: calls.append(d) or [Path("a"), Path("b")],
-    )
+    def verify(d: Path) -> _Verified:
+        calls.append(d)
+        return _Verified()
+
+    def generate(d: Path) -> list[Path]:
+        calls.append(d)
+        return [Path("a"), Path("b")]
+
+    fake = types.SimpleNamespace(verify=verify, generate=generate)
     monkeypatch.setitem(sys.modules, "dla.conformance.golden", fake)
     assert cli.main(["fixtures", "verify", "--dir", "/tmp/fx"]) == 1
     assert "1 case differs" in capsys.readouterr().out
