@@ -9,11 +9,15 @@ Compares, over ``T``:
 
 Scores are external, uniform in ``[0, 1)``, so ``tau`` sets the boundary rate
 (``tau = 0.9``: about 10% of tokens open a state; ``tau = 0.99``: about 1%).
-Times are the best of ``--repeats`` runs (wall clock, ``--threads`` torch
-threads, 1 by default: on a machine shared with other jobs, two OpenMP
-threads stall at every barrier and the timings lose all meaning). Peak memory is measured in a fresh subprocess per cell: the peak
-resident set size (``resource.getrusage``) minus the resident size after the
-inputs were built, so it counts everything the call allocates (NumPy or torch).
+Times are the best of ``--repeats`` runs in process CPU time, with one
+thread for torch and for NumPy's BLAS (set before NumPy loads): on a machine
+shared with other jobs, wall-clock times of multi-threaded runs (OpenMP
+threads stall at every barrier when a core is taken) lose all meaning, while
+the CPU time of a single-threaded run is what it would take alone.
+Peak memory is measured in a fresh subprocess per cell: the peak resident
+set size (Linux ``VmHWM``, reset just before the call) minus the resident
+size after the inputs were built, so it counts everything the call
+allocates (NumPy or torch).
 
 Usage::
 
@@ -24,23 +28,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
-import numpy as np
-import torch
-from dla.impls import torch_cpu as tc
-from dla.reference import forward as ref_forward
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from dla import Config
+import numpy as np  # noqa: E402  (after the thread variables)
+import torch  # noqa: E402
+from dla.impls import torch_cpu as tc  # noqa: E402
+from dla.reference import forward as ref_forward  # noqa: E402
+
+from dla import Config  # noqa: E402
 
 
 def inputs(T: int, C: int, *, B: int = 1, H: int = 4, K: int = 64, V: int = 64,
-           seed: int = 0) -> dict[str, np.ndarray]:
+           seed: int = 0, base: str = "gla") -> dict[str, np.ndarray]:
+    """Keys of norm about 1 (so ``beta |k|^2 <= 2`` keeps the delta rule stable)."""
     rng = np.random.default_rng(seed)
-    return {
+    extra = {"beta": rng.uniform(0.0, 1.0, (B, T, H))} if base == "delta" else {}
+    return extra | {
         "q": rng.standard_normal((B, T, H, K)),
         "k": rng.standard_normal((B, T, H, K)) / np.sqrt(K),
         "v": rng.standard_normal((B, T, H, V)),
@@ -55,12 +65,14 @@ def torch_inputs(x: dict[str, np.ndarray], dtype: torch.dtype) -> dict[str, torc
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
+    """Best-of-``repeats`` CPU time of the process (with one thread: the run time, without
+    the time other jobs of a shared machine took the core); warm-up call first."""
+    fn()
     ts = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(time.process_time() - t0)
     return min(ts)
 
 
@@ -79,8 +91,10 @@ def reset_peak() -> None:
 
 
 def _call(impl: str, T: int, C: int, tau: float, chunk: int) -> Callable[[], object]:
-    cfg = Config(capacity=C, tau=tau, score="external")
-    x = inputs(T, C)
+    base = "delta" if impl.endswith("_delta") else "gla"
+    impl = impl.removesuffix("_delta")
+    cfg = Config(capacity=C, tau=tau, score="external", base=base)
+    x = inputs(T, C, base=base)
     if impl == "reference":
         return lambda: ref_forward(**x, config=cfg)
     t = torch_inputs(x, torch.float32)
@@ -100,14 +114,14 @@ def peak_memory(impl: str, T: int, C: int, tau: float, chunk: int) -> float:
     """Peak extra resident memory (MiB) of one call, in a fresh interpreter."""
     out = subprocess.run(
         [sys.executable, __file__, "--memory-child",
-         json.dumps([impl, T, C, tau, chunk, torch.get_num_threads()])],
+         json.dumps([impl, T, C, tau, chunk])],
         capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def _memory_child(spec: str) -> None:
-    impl, T, C, tau, chunk, threads = json.loads(spec)
-    torch.set_num_threads(threads)
+    impl, T, C, tau, chunk = json.loads(spec)
+    torch.set_num_threads(1)
     fn = _call(impl, T, C, tau, chunk)
     reset_peak()
     base = _status_mib("VmRSS")
@@ -122,14 +136,15 @@ def boundary_rate(T: int, tau: float) -> float:
 def table_speed(Ts: list[int], C: int, taus: list[float], ref_max_T: int, repeats: int) -> None:
     print("| tau | boundaries | T | reference fwd (s) | torch_cpu fwd (ms) | speed-up vs reference "
           "| torch_cpu C=1 fwd (ms) | DLA / C=1 | plan only (ms) | fwd+bwd (ms) "
-          "| peak mem ref (MiB) | peak mem torch_cpu (MiB) |")
-    print("|" + "---|" * 12)
+          "| delta base fwd (ms) | peak mem ref (MiB) | peak mem torch_cpu (MiB) |")
+    print("|" + "---|" * 13)
     for tau in taus:
         for T in Ts:
             dla_t = best_time(_call("torch_cpu", T, C, tau, 64), repeats)
             one_t = best_time(_call("torch_cpu", T, 1, tau, 64), repeats)
             plan_t = best_time(_call("torch_cpu_plan", T, C, tau, 64), repeats)
             bwd_t = best_time(_call("torch_cpu_backward", T, C, tau, 64), max(1, repeats - 1))
+            delta_t = best_time(_call("torch_cpu_delta", T, C, tau, 64), repeats)
             mem_t = peak_memory("torch_cpu", T, C, tau, 64)
             if T <= ref_max_T:
                 ref_t = best_time(_call("reference", T, C, tau, 64), 1)
@@ -139,25 +154,29 @@ def table_speed(Ts: list[int], C: int, taus: list[float], ref_max_T: int, repeat
                 ref_s = speed = mem_rs = "-"
             print(f"| {tau} | {boundary_rate(T, tau):.1%} | {T} | {ref_s} | {dla_t * 1e3:.1f} "
                   f"| {speed} | {one_t * 1e3:.1f} | {dla_t / one_t:.2f}x | {plan_t * 1e3:.1f} "
-                  f"| {bwd_t * 1e3:.0f} | {mem_rs} | {mem_t:.0f} |", flush=True)
+                  f"| {bwd_t * 1e3:.0f} | {delta_t * 1e3:.1f} | {mem_rs} | {mem_t:.0f} |",
+                  flush=True)
 
 
 def table_chunks(T: int, C: int, tau: float, chunks: list[int], repeats: int) -> None:
-    """Float32 error against the float64 reference, and speed, per chunk size."""
-    x = inputs(T, C)
-    cfg = Config(capacity=C, tau=tau, score="external")
-    x32 = {n: a.astype(np.float32).astype(np.float64) for n, a in x.items()}
-    r, _ = ref_forward(**x32, config=cfg)
-    norm = float(np.linalg.norm(r))
-    print("| chunk size L | rel. RMS error (float32) | max abs error | torch_cpu fwd (ms) |")
-    print("|---|---|---|---|")
-    t = torch_inputs(x32, torch.float32)
-    for L in chunks:
-        o, _ = tc.forward(**t, config=cfg, chunk_size=L)
-        err = np.abs(o.double().numpy() - r)
-        ms = best_time(lambda L=L: tc.forward(**t, config=cfg, chunk_size=L), repeats) * 1e3
-        print(f"| {L} | {np.linalg.norm(err) / norm:.2e} | {err.max():.2e} | {ms:.1f} |",
-              flush=True)
+    """Float32 error against the float64 reference (same float32-rounded inputs), and speed,
+    per chunk size and base; the error is the relative RMS of DLA-10.2 (bound 3e-5)."""
+    print("| base | chunk size L | rel. RMS error (float32) | max abs error | fwd (ms) |")
+    print("|---|---|---|---|---|")
+    for base in ("gla", "delta"):
+        x = inputs(T, C, base=base)
+        cfg = Config(capacity=C, tau=tau, score="external", base=base)
+        x32 = {n: a.astype(np.float32).astype(np.float64) for n, a in x.items()}
+        r, _ = ref_forward(**x32, config=cfg)
+        norm = float(np.linalg.norm(r))
+        t = torch_inputs(x32, torch.float32)
+        for L in chunks:
+            o, _ = tc.forward(**t, config=cfg, chunk_size=L)
+            err = np.abs(o.double().numpy() - r)
+            ms = best_time(lambda t=t, c=cfg, L=L: tc.forward(**t, config=c, chunk_size=L),
+                           repeats) * 1e3
+            print(f"| {base} | {L} | {np.linalg.norm(err) / norm:.2e} | {err.max():.2e} "
+                  f"| {ms:.1f} |", flush=True)
 
 
 def main() -> None:
@@ -169,14 +188,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk-T", type=int, default=2048)
     ap.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64, 128, 256])
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1 by default: reproducible on a shared machine)")
     ap.add_argument("--memory-child")
     a = ap.parse_args()
     if a.memory_child:
         _memory_child(a.memory_child)
         return
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32, "
           f"B=1 H=4 K=V=64 C={a.C}\n")
     table_speed(a.T, a.C, a.taus, a.ref_max_T, a.repeats)

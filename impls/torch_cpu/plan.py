@@ -14,10 +14,10 @@ loops over every token in Python:
   merge cost, is bit-identical to the reference's running sums (DLA-3.2,
   DLA-3.4; a cumulative-sum difference can differ in the last bit and flip a
   near-tie). The event loop runs per row in plain Python floats (IEEE
-  doubles, the reference's arithmetic): with ``B * H`` rows of a few
-  thousand events this is cheaper than a NumPy loop vectorized across rows,
-  whose per-call overhead dominates at ``C`` = 8 (measured; see
-  ``benchmarks/torch_cpu.md``).
+  doubles, the reference's arithmetic), one cheap step per event; a NumPy
+  loop vectorized across rows would pay its per-call overhead at every
+  event instead. Its cost is the "plan only" column of
+  ``benchmarks/torch_cpu.md``.
   The per-position plan arrays are then one gather of the event-time
   partitions by ``cumsum(boundary)``.
 * **fenwick policy (DLA-4).** The partition at absolute position ``p`` is a
