@@ -48,6 +48,14 @@ def test_default_levels_are_the_claims_plus_properties() -> None:
         resolve_levels(["plan", "speed"], {"levels": ()})
 
 
+def test_thorough_profile_draws_more_and_larger_cases() -> None:
+    ci = certify("reference", levels=["plan"], dtype="float32", profile="ci")
+    th = certify("reference", levels=["plan"], dtype="float32", profile="thorough")
+    assert ci.passed and th.passed, th.summary()
+    assert len(th.results) > 2 * len(ci.results)
+    assert th.to_json()["profile"] == "thorough"
+
+
 def _stable(report: Any) -> str:
     d = report.to_json()
     for k in ("duration_s", "versions"):
