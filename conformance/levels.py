@@ -16,6 +16,7 @@ from dla.conformance import (
     level_numeric,
     level_plan,
     level_streaming,
+    level_varlen,
 )
 from dla.conformance.adapter import Adapter
 from dla.conformance.checks import Check, Context, get_profile
@@ -26,7 +27,7 @@ LEVEL_CHECKS: dict[str, Callable[[Context], list[Check]]] = {
     "execute": level_numeric.execute_checks,
     "end_to_end": level_numeric.end_to_end_checks,
     "streaming": level_streaming.streaming_checks,
-    "varlen": level_streaming.varlen_checks,
+    "varlen": level_varlen.varlen_checks,
     "gradients": level_gradients.checks,
     "golden": level_external.golden_checks,
     "properties": level_external.property_checks,
