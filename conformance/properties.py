@@ -50,14 +50,13 @@ from dla.plan import PLAN_FIELDS, Plan
 LEVEL = "properties"
 
 #: Examples per property, and whether failures are shrunk to a minimal example.
-PROFILES: dict[str, tuple[int, bool]] = {"ci": (40, False), "thorough": (400, True)}
+PROFILES: dict[str, tuple[int, bool]] = {"ci": (25, False), "thorough": (400, True)}
 
 #: Sequence lengths: tiny ones, and one below, at and above multiples of the chunk sizes 16 and 64.
 LENGTHS = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65)
 #: Thresholds: below every score, on the dyadic grid of the external scores (exact ties),
 #: between grid points, and above every score.
 TAUS = (0.5, 0.0, 0.25, 1.0, 0.3, 0.7, 1.5, -0.25, 2.0)
-FLOAT_INPUTS = ("q", "k", "v", "g", "lam", "beta", "scores")
 
 
 # ----------------------------------------------------------------- drawn cases
