@@ -130,10 +130,7 @@ def _worst(comps: Sequence[Comparison]) -> Comparison:
     if failed:
         return failed[0]
 
-    def ratio(c: Comparison) -> float:
-        return c.error / c.bound if c.bound else (0.0 if not c.error else float("inf"))
-
-    return max(comps, key=ratio)
+    return max(comps, key=lambda c: c.ratio)
 
 
 def run_check(check: Check, ctx: Context) -> list[ClauseResult]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,13 +95,18 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=progress,
     )
-    print(report.table(only_failures=args.only_failures))
-    print()
-    print(report.summary())
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report.to_json(), indent=2, default=_json_default) + "\n")
-        print(f"report written to {args.report}")
+    try:
+        print(report.table(only_failures=args.only_failures))
+        print()
+        print(report.summary())
+        if args.report is not None:
+            print(f"report written to {args.report}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`: the verdict is still the exit code
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 

@@ -6,7 +6,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dla.conformance.tolerance import Comparison
+from dla.conformance.tolerance import Comparison, bound_ratio
 
 REPORT_FORMAT = "dla-conformance-report/1"
 
@@ -30,8 +30,9 @@ class ClauseResult:
     seconds: float = 0.0
 
     @classmethod
-    def from_comparison(cls, level: str, clause: str, check: str, comp: Comparison,
-                        **kw: Any) -> ClauseResult:
+    def from_comparison(
+        cls, level: str, clause: str, check: str, comp: Comparison, **kw: Any
+    ) -> ClauseResult:
         return cls(level, clause, check, comp.passed, comp.message, comp.to_json(), **kw)
 
     def clauses(self) -> list[str]:
@@ -48,8 +49,12 @@ def versions() -> dict[str, str | None]:
 
     import dla
 
-    out: dict[str, str | None] = {"python": platform.python_version(), "numpy": numpy.__version__,
-                                  "dla": dla.__version__, "spec": dla.SPEC_VERSION}
+    out: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "dla": dla.__version__,
+        "spec": dla.SPEC_VERSION,
+    }
     for mod in ("torch", "triton"):
         out[mod] = _version_if_imported(mod)
     return out
@@ -89,8 +94,11 @@ class Report:
         return {c for r in self.results if not r.passed for c in r.clauses()}
 
     def level_passed(self) -> dict[str, bool]:
-        return {lvl: all(r.passed for r in self.results if r.level == lvl)
-                and any(r.level == lvl for r in self.results) for lvl in self.levels}
+        return {
+            lvl: all(r.passed for r in self.results if r.level == lvl)
+            and any(r.level == lvl for r in self.results)
+            for lvl in self.levels
+        }
 
     def worst_errors(self) -> dict[str, dict[str, Any] | None]:
         """Per level, the comparison closest to (or furthest past) its bound."""
@@ -119,8 +127,10 @@ class Report:
             "devices": self.devices,
             "profile": self.profile,
             "seed": self.seed,
-            "reproduce": (f"dla-conformance run --impl {self.implementation} --levels "
-                          f"{' '.join(self.levels)} --profile {self.profile} --seed {self.seed}"),
+            "reproduce": (
+                f"dla-conformance run --impl {self.implementation} --levels "
+                f"{' '.join(self.levels)} --profile {self.profile} --seed {self.seed}"
+            ),
             "versions": self.versions,
             "duration_s": round(self.duration_s, 3),
             "failed_clauses": sorted(self.failed_clauses()),
@@ -134,24 +144,37 @@ class Report:
         for r in self.results:
             if only_failures and r.passed:
                 continue
-            rows.append((r.level, _clause_cell(r), _check_label(r), "PASS" if r.passed else "FAIL",
-                         _error_cell(r), _where_cell(r)))
+            rows.append(
+                (
+                    r.level,
+                    _clause_cell(r),
+                    _check_label(r),
+                    "PASS" if r.passed else "FAIL",
+                    _error_cell(r),
+                    _where_cell(r),
+                )
+            )
         if only_failures and len(rows) == 1:
             return "no failed checks"
         widths = [min(max(len(row[i]) for row in rows), 72) for i in range(len(rows[0]))]
-        lines = [" | ".join(c[:72].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                 for row in rows]
+        lines = [
+            " | ".join(c[:72].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
         lines.insert(1, "-+-".join("-" * w for w in widths))
         return "\n".join(lines)
 
     def summary(self) -> str:
         n_fail = sum(not r.passed for r in self.results)
         verdict = "PASSED" if self.passed else "FAILED"
-        per_level = ", ".join(f"{lvl} {'ok' if ok else 'FAIL'}"
-                              for lvl, ok in self.level_passed().items())
-        lines = [f"{self.implementation}: {verdict} ({len(self.results)} checks, {n_fail} failed; "
-                 f"{self.duration_s:.1f} s; profile {self.profile}, seed {self.seed})",
-                 f"levels: {per_level}"]
+        per_level = ", ".join(
+            f"{lvl} {'ok' if ok else 'FAIL'}" for lvl, ok in self.level_passed().items()
+        )
+        lines = [
+            f"{self.implementation}: {verdict} ({len(self.results)} checks, {n_fail} failed; "
+            f"{self.duration_s:.1f} s; profile {self.profile}, seed {self.seed})",
+            f"levels: {per_level}",
+        ]
         failed = [r for r in self.results if not r.passed]
         for r in failed[:20]:
             lines.append(f"  FAIL {r.level} {r.clause} {_check_label(r)}: {r.detail}")
@@ -161,10 +184,9 @@ class Report:
 
 
 def _ratio(worst: dict[str, Any]) -> float:
-    err, bound = worst.get("error") or 0.0, worst.get("bound") or 0.0
-    if bound > 0:
-        return float(err) / float(bound)
-    return float("inf") if err else 0.0
+    return bound_ratio(
+        worst.get("error"), worst.get("bound"), worst.get("rel_rms"), worst.get("rms_bound")
+    )
 
 
 def _clause_cell(r: ClauseResult) -> str:
@@ -185,7 +207,8 @@ def _error_cell(r: ClauseResult) -> str:
         return "raises as required" if r.passed else "wrong or no error"
     if w.get("rel_rms") is None:
         return "exact" if r.passed else f"{w.get('field')}: {w.get('error', 0):.0f} differ"
-    return f"{w.get('error', 0.0):.2e} / {w.get('bound', 0.0):.2e}"
+    rms = f" (rms {w['rel_rms']:.1e} / {w['rms_bound']:.0e})" if w.get("rms_bound") else ""
+    return f"{w.get('error', 0.0):.2e} / {w.get('bound', 0.0):.2e}{rms}"
 
 
 def _where_cell(r: ClauseResult) -> str:

@@ -59,13 +59,30 @@ CACHE_FLOAT_FIELDS = ("states", "info", "prev_key")
 CACHE_INT_FIELDS = ("starts", "labels", "count", "position")
 
 
+def _div(num: float | None, den: float | None) -> float:
+    if not num:
+        return 0.0
+    return float(num) / float(den) if den else float("inf")
+
+
+def bound_ratio(
+    error: float | None,
+    bound: float | None,
+    rel_rms: float | None = None,
+    rms_bound: float | None = None,
+) -> float:
+    """The larger of ``error / bound`` and ``rel_rms / rms_bound`` (0 where nothing differs)."""
+    return max(_div(error, bound), _div(rel_rms, rms_bound))
+
+
 def tolerance_for(dtype: str) -> Tolerance:
     """The tolerance of ``dtype``; a clear error for a dtype the model does not cover."""
     try:
         return TOLERANCES[dtype]
     except KeyError:
         raise ValueError(
-            f"dtype: no tolerance for {dtype!r}; known: {sorted(TOLERANCES)} (DLA-10.1)") from None
+            f"dtype: no tolerance for {dtype!r}; known: {sorted(TOLERANCES)} (DLA-10.1)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,11 @@ class Comparison:
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def ratio(self) -> float:
+        """How close to failing: the larger of error / bound and rel_rms / rms_bound (> 1 fails)."""
+        return bound_ratio(self.error, self.bound, self.rel_rms, self.rms_bound)
+
     def with_note(self, note: str) -> Comparison:
         """The same comparison with ``note`` in front of its message (e.g. the inputs' margin)."""
         return replace(self, message=f"{note}: {self.message}" if note else self.message)
@@ -112,8 +134,14 @@ def _fail_shape(name: str, a: np.ndarray, e: np.ndarray) -> Comparison:
     return Comparison(False, name, message=msg, error=float("inf"))
 
 
-def compare(actual: Any, expected: Any, dtype: str, *, name: str = "o",
-            group_axes: tuple[int, ...] | None = None) -> Comparison:
+def compare(
+    actual: Any,
+    expected: Any,
+    dtype: str,
+    *,
+    name: str = "o",
+    group_axes: tuple[int, ...] | None = None,
+) -> Comparison:
     """DLA-10.2: compare an output ``[..., V]`` with the float64 reference.
 
     Positions are all indices but the last axis. ``group_axes`` are the axes
@@ -130,8 +158,16 @@ def compare(actual: Any, expected: Any, dtype: str, *, name: str = "o",
         return Comparison(True, name, 0.0, tol.rms, message=f"{name}: empty, equal shapes")
     if not np.all(np.isfinite(a)):
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0][:-1])
-        return Comparison(False, name, float("inf"), tol.rms, where, float("inf"), 0.0,
-                          f"{name}: non-finite value at {where}")
+        return Comparison(
+            False,
+            name,
+            float("inf"),
+            tol.rms,
+            where,
+            float("inf"),
+            0.0,
+            f"{name}: non-finite value at {where}",
+        )
     if e.ndim == 0:
         a, e = a.reshape(1, 1), e.reshape(1, 1)
     elif e.ndim == 1:
@@ -149,8 +185,10 @@ def compare(actual: Any, expected: Any, dtype: str, *, name: str = "o",
     w_err, w_bound = float(err[worst]), float(bound[worst])
     passed = rel_rms <= tol.rms and bool(np.all(err <= bound))
     where = tuple(int(i) for i in worst)
-    msg = (f"{name}: rel_rms {rel_rms:.3g} (bound {tol.rms:.3g}); worst at {where}: "
-           f"{w_err:.3g} (bound {w_bound:.3g})")
+    msg = (
+        f"{name}: rel_rms {rel_rms:.3g} (bound {tol.rms:.3g}); worst at {where}: "
+        f"{w_err:.3g} (bound {w_bound:.3g})"
+    )
     return Comparison(passed, name, rel_rms, tol.rms, where, w_err, w_bound, msg)
 
 
@@ -195,10 +233,14 @@ def compare_plan(actual: Plan, expected: Plan) -> Comparison:
         first = tuple(int(i) for i in idx[np.lexsort((idx[:, 2], idx[:, 0], idx[:, 1]))[0]])
         key = (first[1], first[0], first[2])
         if best is None or key < best[0]:
-            msg = (f"plan.{f}: {len(idx)} differing entries; first (earliest t) at {first}: "
-                   f"got {x[first]}, expected {y[first]}")
-            best = (key, Comparison(False, f"plan.{f}", where=first, error=float(len(idx)),
-                                    message=msg))
+            msg = (
+                f"plan.{f}: {len(idx)} differing entries; first (earliest t) at {first}: "
+                f"got {x[first]}, expected {y[first]}"
+            )
+            best = (
+                key,
+                Comparison(False, f"plan.{f}", where=first, error=float(len(idx)), message=msg),
+            )
     return Comparison(True, "plan", message="plan: equal") if best is None else best[1]
 
 
@@ -217,7 +259,8 @@ def compare_gradient(actual: Any, expected: Any, dtype: str, name: str) -> Compa
     bound = GRADIENT_RMS.get(dtype)
     if bound is None:
         raise ValueError(
-            f"dtype: no gradient tolerance for {dtype!r}; known: {sorted(GRADIENT_RMS)}")
+            f"dtype: no gradient tolerance for {dtype!r}; known: {sorted(GRADIENT_RMS)}"
+        )
     a = np.asarray(actual, np.float64)
     e = np.asarray(expected, np.float64)
     if a.shape != e.shape:
