@@ -103,6 +103,31 @@ def dla_parts(x: dict, C: int, policy: str) -> dict[str, float]:
     return out
 
 
+SWEEP = {
+    "state": [{"state_bv": bv, "state_warps": w} for bv, w in ((32, 4), (16, 4), (16, 2), (64, 4))],
+    "output": [{"output_bv": bv, "output_warps": w, "output_stages": st}
+               for bv, w, st in ((64, 4, 3), (64, 8, 3), (64, 4, 1), (64, 8, 1), (32, 4, 3))],
+}
+
+
+def sweep(C: int = 16, D: int = 64) -> None:
+    """Time the state pass and output kernel under each launch setting; keep the fastest."""
+    from dla.impls.triton_gpu import forward_kernels as fk
+
+    for stage, options in SWEEP.items():
+        best = None
+        for opt in options:
+            fk.TUNING.update(opt)
+            total = 0.0
+            for T in (8192, 65536):
+                total += dla_parts(inputs(TOKENS // T, T, D, C), C, "dla")[stage]
+            print(f"sweep {stage} {opt}: {total:.3f} ms (T = 8K + 64K, C = {C})", flush=True)
+            if best is None or total < best[0]:
+                best = (total, opt)
+        fk.TUNING.update(best[1])
+    print(f"tuning: {fk.TUNING}", flush=True)
+
+
 def peers(x: dict, T: int) -> dict[str, float]:
     """fla's chunk_simple_gla, chunk_log_linear_attn and causal SDPA on the same tokens."""
     res: dict[str, float] = {}
@@ -146,15 +171,24 @@ def row(T, B, D, policy, C, d, p) -> str:
             f"| {f('simple_gla')} | {ll} | {f('sdpa')} |")
 
 
+def _tuning() -> dict:
+    from dla.impls.triton_gpu.forward_kernels import TUNING
+
+    return dict(TUNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one sequence length, D = 64")
     ap.add_argument("--Ts", type=int, nargs="+", default=[2048, 8192, 32768, 65536])
     ap.add_argument("--Ds", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--Cs", type=int, nargs="+", default=[8, 16])
+    ap.add_argument("--sweep", action="store_true", help="pick launch settings first")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     a = ap.parse_args(argv)
     Ts, Ds = ([8192], [64]) if a.quick else (a.Ts, a.Ds)
+    if a.sweep:
+        sweep()
     lines = [HEADER]
     t0 = time.time()
     for D in Ds:
@@ -176,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             f"# triton_gpu forward benchmark\n\nDevice: {gpu}; torch {torch.__version__}; "
             f"command: `python benchmarks/bench_triton_gpu.py`.\n"
             f"B * T = {TOKENS} tokens, H = {HEADS}, bf16 q/k/v; times are do_bench medians.\n"
-            f"TFLOP/s counts the FLOPs of the floor formula in the script's docstring.\n\n"
+            f"TFLOP/s counts the FLOPs of the floor formula in the script's docstring.\n"
+            f"Launch settings: {_tuning()}.\n\n"
             f"{table}\n")
     return 0
 

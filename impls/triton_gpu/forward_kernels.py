@@ -155,13 +155,6 @@ def output_kernel(
     g = tl.load(g_ptr + row, mask=tmask, other=0.0).to(tl.float32)
     gc = tl.cumsum(g, axis=0)
     cnt_t = tl.load(count_ptr + row, mask=tmask, other=0)
-    # slot tiles at every readout t: start, next start, lam_t[label]
-    used = tmask[:, None] & (jj[None, :] < cnt_t[:, None])
-    st2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :], mask=used, other=BIG)
-    nxt = tmask[:, None] & (jj[None, :] + 1 < cnt_t[:, None])
-    stn2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
-    lb2 = tl.load(labels_ptr + row[:, None] * C + jj[None, :], mask=used, other=0)
-    lam2 = tl.load(lam_ptr + row[:, None] * C + lb2, mask=used, other=0.0).to(tl.float32)
     # intra-chunk: masked, labeled
     W = tl.zeros((BT, BT), dtype=tl.float32)
     for ii in range(0, C):
@@ -177,6 +170,14 @@ def output_kernel(
     A = tl.where(causal, A * W * tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
     o = _dot(A.to(v.dtype), v, PREC, UPCAST)
     # inter-chunk: old states at a - 1, each weighted by the label of its slot at t
+    # slot tiles at each readout t (start, next start, lam_t[label]), loaded only now so that
+    # fewer registers are live during the intra part
+    used = tmask[:, None] & (jj[None, :] < cnt_t[:, None])
+    st2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :], mask=used, other=BIG)
+    nxt = tmask[:, None] & (jj[None, :] + 1 < cnt_t[:, None])
+    stn2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
+    lb2 = tl.load(labels_ptr + row[:, None] * C + jj[None, :], mask=used, other=0)
+    lam2 = tl.load(lam_ptr + row[:, None] * C + lb2, mask=used, other=0.0).to(tl.float32)
     cnt_p = tl.load(pcount_ptr + gch * H + hh)
     pst = pstarts_ptr + (gch * H + hh) * C
     hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
@@ -218,6 +219,11 @@ def _blocks(K: int, V: int, max_bv: int) -> tuple[int, int, int]:
     return BK, BV, triton.cdiv(V, BV)
 
 
+# Launch parameters; benchmarks/bench_triton_gpu.py --sweep measures alternatives.
+TUNING = {"state_bv": 32, "state_warps": 4, "output_bv": 64, "output_warps": 4,
+          "output_stages": 3}
+
+
 def _interpreting() -> bool:
     """Triton's CPU interpreter computes 16-bit ``tl.dot`` wrongly (triton 3.6): upcast there."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -234,7 +240,7 @@ def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor,
     H, K = k.shape[1:]
     V = v.shape[-1]
     C = plan.starts.shape[-1]
-    BK, BV, NV = _blocks(K, V, 32)  # V blocks: more programs for the sequential pass
+    BK, BV, NV = _blocks(K, V, TUNING["state_bv"])  # V blocks: more sequential programs
     if rows.N * H and rows.max_len:
         state_pass_kernel[(NV, rows.N * H)](
             k, v, g, plan.count, plan.starts, prev[0], prev[1],
@@ -242,7 +248,7 @@ def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor,
             NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, K=K, V=V, C=C,
             CP=triton.next_power_of_2(C), BT=rows.chunk, BK=BK, BV=BV,
             PREC=_precision(k.dtype), UPCAST=_interpreting(),
-            num_warps=4,
+            num_warps=TUNING["state_warps"],
         )
 
 
@@ -253,14 +259,15 @@ def launch_output(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor
     BTOK, H, K = q.shape
     V = v.shape[-1]
     C = plan.starts.shape[-1]
-    BK, BV, NV = _blocks(K, V, 64)  # the masks and weights are computed once per V block
+    BK, BV, NV = _blocks(K, V, TUNING["output_bv"])  # masks/weights: once per V block
     o = torch.empty((BTOK, H, V), dtype=out_dtype, device=q.device)
     if rows.N * H and rows.max_len:
         output_kernel[(NV, rows.chunk_table.shape[0], H)](
             q, k, v, g, lam, plan.count, plan.starts, plan.labels, prev[0], prev[1],
             rows.chunk_table, rows.bos, rows.lens, rows.pos0, rows.hofs, h, o, float(scale),
             H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C), BT=rows.chunk, BK=BK, BV=BV,
-            PREC=_precision(q.dtype), UPCAST=_interpreting(), num_warps=4,
+            PREC=_precision(q.dtype), UPCAST=_interpreting(), num_warps=TUNING["output_warps"],
+            num_stages=TUNING["output_stages"],
         )
     return o
 

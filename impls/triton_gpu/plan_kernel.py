@@ -98,7 +98,7 @@ def _shift_down(x, j, CP: tl.constexpr, fill):
 @triton.jit
 def dla_scan_kernel(
     iota_ptr, bos_ptr, lens_ptr, pos0_ptr, count0_ptr, starts0_ptr, info0_ptr, tau,
-    bnd_ptr, count_ptr, starts_ptr, labels_ptr, info_out_ptr,
+    bnd_ptr, count_ptr, starts_ptr, info_out_ptr,
     MAX_LEN: tl.constexpr, H: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
 ):
     """DLA-3.1 to DLA-3.5 for one (sequence, head): open, write, merge, record, token by token."""
@@ -134,7 +134,6 @@ def dla_scan_kernel(
                 cnt = cnt - 1
             base = (tok * H + h) * C
             tl.store(starts_ptr + base + j, st, mask=live)
-            tl.store(labels_ptr + base + j, tl.where(j < cnt, cnt - 1 - j, -1), mask=live)
             tl.store(count_ptr + tok * H + h, cnt)
             tl.store(bnd_ptr + tok * H + h, bnd.to(tl.int8))
     tl.store(info_out_ptr + r * C + j, inf, mask=live)
@@ -148,15 +147,17 @@ def plan_dla(iota: torch.Tensor, rows: Rows, C: int, tau: float, init: tuple) ->
     bnd = torch.empty((BT, H), dtype=torch.int8, device=dev)
     count = torch.empty((BT, H), dtype=torch.int32, device=dev)
     starts = torch.empty((BT, H, C), dtype=torch.int32, device=dev)
-    labels = torch.empty((BT, H, C), dtype=torch.int32, device=dev)
     info = torch.empty((rows.N, H, C), dtype=torch.float64, device=dev)
     if rows.N * H:
         dla_scan_kernel[(rows.N * H,)](
             iota.contiguous(), rows.bos, rows.lens, rows.pos0,
             count0.contiguous(), starts0.contiguous(), info0.contiguous(), float(tau),
-            bnd, count, starts, labels, info,
+            bnd, count, starts, info,
             MAX_LEN=bucket(rows.max_len), H=H, C=C, CP=triton.next_power_of_2(C + 1), num_warps=1,
         )
+    j = torch.arange(C, dtype=torch.int32, device=dev)
+    rank = count[..., None] - 1 - j  # DLA-3.5: recency rank, computed in parallel after the scan
+    labels = torch.where(rank >= 0, rank, -1).to(torch.int32)
     return DevicePlan(bnd.bool(), count, starts, labels, info)
 
 
