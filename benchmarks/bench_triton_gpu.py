@@ -71,7 +71,7 @@ def inputs(B: int, T: int, D: int, C: int, seed: int = 0) -> dict:
     }
 
 
-def dla_parts(x: dict, C: int, policy: str) -> dict[str, float]:
+def dla_parts(x: dict, C: int, policy: str, tau: float = 0.5) -> dict[str, float]:
     """Time the whole forward and its three stages (plan, state pass, output kernel)."""
     from dla.impls.triton_gpu import api
     from dla.impls.triton_gpu.forward_kernels import (
@@ -82,7 +82,7 @@ def dla_parts(x: dict, C: int, policy: str) -> dict[str, float]:
 
     from dla import Config
 
-    cfg = Config(capacity=C, tau=0.5, policy=policy)
+    cfg = Config(capacity=C, tau=tau, policy=policy)
     B, T, H, K = x["q"].shape
     dev = x["q"].device
     rows, init = api._setup(cfg, B, T, H, C, None, None, K, K, dev, api.CHUNK)
@@ -153,9 +153,9 @@ def peers(x: dict, T: int) -> dict[str, float]:
     return res
 
 
-HEADER = ("| T | B | D | policy | C | DLA ms | plan (scores) / state / output ms | TFLOP/s "
+HEADER = ("| T | B | D | policy | C | boundaries | DLA ms | plan (scores) / state / output ms | TFLOP/s "
           "| floor ms | simple_gla ms | log_linear ms (levels) | SDPA causal ms |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(T, B, D, policy, C, d, p) -> str:
@@ -165,7 +165,8 @@ def row(T, B, D, policy, C, d, p) -> str:
         return f"{p[key]:.3f}" if key in p else "n/a"
 
     ll = f"{p['log_linear']:.3f} ({p['log_linear_levels']})" if "log_linear" in p else "n/a"
-    return (f"| {T} | {B} | {D} | {policy} | {C} | {d['total']:.3f} | {d['plan']:.3f} "
+    return (f"| {T} | {B} | {D} | {policy} | {C} | {d['boundary_rate']:.2f} | {d['total']:.3f} "
+            f"| {d['plan']:.3f} "
             f"({d['scores']:.3f}) / "
             f"{d['state']:.3f} / {d['output']:.3f} | {gf / d['total']:.1f} | {fl:.3f} "
             f"| {f('simple_gla')} | {ll} | {f('sdpa')} |")
@@ -195,25 +196,32 @@ def main(argv: list[str] | None = None) -> int:
         for T in Ts:
             B = TOKENS // T
             p = peers(inputs(B, T, D, 1), T)
-            runs = [("dla", C) for C in a.Cs] + [("fenwick", math.ceil(math.log2(T)) + 1)]
-            for policy, C in runs:
-                d = dla_parts(inputs(B, T, D, C), C, policy)
-                lines.append(row(T, B, D, policy, C, d, p))
+            runs = [("dla", C, 0.5) for C in a.Cs] + [("dla", max(a.Cs), 1.0)]
+            runs.append(("fenwick", math.ceil(math.log2(T)) + 1, 0.5))
+            for policy, C, tau in runs:
+                d = dla_parts(inputs(B, T, D, C), C, policy, tau)
+                name = policy if policy == "fenwick" or tau == 0.5 else f"dla tau={tau}"
+                lines.append(row(T, B, D, name, C, d, p))
                 print(lines[-1], f"(boundary rate {d['boundary_rate']:.2f}, "
                       f"{time.time() - t0:.0f} s)", flush=True)
                 torch.cuda.empty_cache()
+                _write(a.out, lines)
+    print("\n".join(lines))
+    return 0
+
+
+def _write(out: Path | None, lines: list[str]) -> None:
+    """Write the table so far (a run cut short still leaves its rows)."""
     table = "\n".join(lines)
-    print(table)
-    if a.out:
+    if out:
         gpu = torch.cuda.get_device_name()
-        a.out.write_text(
+        out.write_text(
             f"# triton_gpu forward benchmark\n\nDevice: {gpu}; torch {torch.__version__}; "
             f"command: `python benchmarks/bench_triton_gpu.py`.\n"
             f"B * T = {TOKENS} tokens, H = {HEADS}, bf16 q/k/v; times are do_bench medians.\n"
             f"TFLOP/s counts the FLOPs of the floor formula in the script's docstring.\n"
             f"Launch settings: {_tuning()}.\n\n"
             f"{table}\n")
-    return 0
 
 
 if __name__ == "__main__":
