@@ -153,8 +153,8 @@ def peers(x: dict, T: int) -> dict[str, float]:
     return res
 
 
-HEADER = ("| T | B | D | policy | C | boundaries | DLA ms | plan (scores) / state / output ms | TFLOP/s "
-          "| floor ms | simple_gla ms | log_linear ms (levels) | SDPA causal ms |\n"
+HEADER = ("| T | B | D | policy | C | boundaries | DLA ms | plan (scores) / state / output ms "
+          "| TFLOP/s | floor ms | simple_gla ms | log_linear ms (levels) | SDPA causal ms |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
