@@ -104,6 +104,7 @@ def dla_parts(x: dict, C: int, policy: str, tau: float = 0.5) -> dict[str, float
 
 
 SWEEP = {
+    "plan": [{"warps": w} for w in (1, 2, 4)],
     "state": [{"state_bv": bv, "state_warps": w} for bv, w in ((32, 4), (16, 4), (16, 2), (64, 4))],
     "output": [{"output_bv": bv, "output_warps": w, "output_stages": st}
                for bv, w, st in ((64, 4, 3), (64, 8, 3), (64, 4, 1), (64, 8, 1), (32, 4, 3))],
@@ -113,19 +114,21 @@ SWEEP = {
 def sweep(C: int = 16, D: int = 64) -> None:
     """Time the state pass and output kernel under each launch setting; keep the fastest."""
     from dla.impls.triton_gpu import forward_kernels as fk
+    from dla.impls.triton_gpu import plan_kernel as pk
 
     for stage, options in SWEEP.items():
+        knobs = pk.SCAN_TUNING if stage == "plan" else fk.TUNING
         best = None
         for opt in options:
-            fk.TUNING.update(opt)
+            knobs.update(opt)
             total = 0.0
             for T in (8192, 65536):
                 total += dla_parts(inputs(TOKENS // T, T, D, C), C, "dla")[stage]
             print(f"sweep {stage} {opt}: {total:.3f} ms (T = 8K + 64K, C = {C})", flush=True)
             if best is None or total < best[0]:
                 best = (total, opt)
-        fk.TUNING.update(best[1])
-    print(f"tuning: {fk.TUNING}", flush=True)
+        knobs.update(best[1])
+    print(f"tuning: {fk.TUNING}, scan: {pk.SCAN_TUNING}", flush=True)
 
 
 def peers(x: dict, T: int) -> dict[str, float]:
@@ -174,8 +177,9 @@ def row(T, B, D, policy, C, d, p) -> str:
 
 def _tuning() -> dict:
     from dla.impls.triton_gpu.forward_kernels import TUNING
+    from dla.impls.triton_gpu.plan_kernel import SCAN_TUNING
 
-    return dict(TUNING)
+    return {**TUNING, "scan_warps": SCAN_TUNING["warps"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,8 @@ def token_scores(k: torch.Tensor, rows: Rows, prev_key: torch.Tensor | None) -> 
 
 
 # ----------------------------------------------------------------- DLA scan (DLA-3)
+SCAN_TUNING = {"warps": 1}  # benchmarks/bench_triton_gpu.py --sweep measures alternatives
+
 def bucket(n: int) -> int:
     """A loop bound for ``n`` iterations, rounded up to a power of two so few variants compile."""
     return triton.next_power_of_2(max(n, 1))
@@ -153,7 +155,8 @@ def plan_dla(iota: torch.Tensor, rows: Rows, C: int, tau: float, init: tuple) ->
             iota.contiguous(), rows.bos, rows.lens, rows.pos0,
             count0.contiguous(), starts0.contiguous(), info0.contiguous(), float(tau),
             bnd, count, starts, info,
-            MAX_LEN=bucket(rows.max_len), H=H, C=C, CP=triton.next_power_of_2(C + 1), num_warps=1,
+            MAX_LEN=bucket(rows.max_len), H=H, C=C, CP=triton.next_power_of_2(C + 1),
+            num_warps=SCAN_TUNING["warps"],
         )
     j = torch.arange(C, dtype=torch.int32, device=dev)
     rank = count[..., None] - 1 - j  # DLA-3.5: recency rank, computed in parallel after the scan
