@@ -73,8 +73,9 @@ def correlated_keys(rng: np.random.Generator, s: Shape) -> np.ndarray:
     return k
 
 
-def dyadic_scores(rng: np.random.Generator, shape: tuple[int, ...], denom: int = 4,
-                  top: int = 2) -> np.ndarray:
+def dyadic_scores(
+    rng: np.random.Generator, shape: tuple[int, ...], denom: int = 4, top: int = 2
+) -> np.ndarray:
     """External scores ``j / denom`` in ``[0, top]``: exact in float16, bfloat16 and up.
 
     Few distinct values make exact ties in boundary decisions (``iota == tau``)
@@ -84,8 +85,14 @@ def dyadic_scores(rng: np.random.Generator, shape: tuple[int, ...], denom: int =
     return rng.integers(0, denom * top + 1, size=shape).astype(np.float64) / denom
 
 
-def random_inputs(rng: np.random.Generator, s: Shape, config: Config, dtype: str,
-                  *, keys: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def random_inputs(
+    rng: np.random.Generator,
+    s: Shape,
+    config: Config,
+    dtype: str,
+    *,
+    keys: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """``q, k, v, g, lam`` (and ``beta`` / ``scores`` when the config uses them), quantized."""
     k = correlated_keys(rng, s) if keys is None else keys
     if config.base == "delta":
@@ -115,8 +122,9 @@ class MarginError(RuntimeError):
     """No draw met the margin bound within the allowed number of tries."""
 
 
-def _score_targets(rng: np.random.Generator, shape: tuple[int, ...], tau: float,
-                   gap: float) -> np.ndarray:
+def _score_targets(
+    rng: np.random.Generator, shape: tuple[int, ...], tau: float, gap: float
+) -> np.ndarray:
     """Key-cosine scores in ``[0, 2]`` that keep ``gap`` away from ``tau`` on both sides.
 
     Mostly stable tokens (below ``tau``) with jumps (above it), so states open
@@ -134,28 +142,46 @@ def _score_targets(rng: np.random.Generator, shape: tuple[int, ...], tau: float,
     return rng.uniform(low, high)
 
 
-def designed_keys(rng: np.random.Generator, s: Shape, tau: float, gap: float) -> np.ndarray:
-    """Keys whose consecutive scores ``1 - cos(k_t, k_{t-1})`` avoid ``[tau - gap, tau + gap]``.
+def keys_with_scores(rng: np.random.Generator, iota: np.ndarray, K: int) -> np.ndarray:
+    """Keys ``[B, T, H, K]`` whose consecutive scores ``1 - cos(k_t, k_{t-1})`` are ``iota``.
 
     ``k_t = |k_t| (c u + sqrt(1 - c^2) w)`` with ``u`` the previous key's
-    direction, ``w`` a random unit vector orthogonal to it and ``c = 1 - iota``.
-    Needs ``K >= 2``; with ``K = 1`` cosines are +-1 only and random keys are returned.
+    direction, ``w`` a random unit vector orthogonal to it and ``c = 1 - iota_t``
+    (``iota[:, 0]`` is unused). Needs ``K >= 2``.
     """
-    if s.K < 2:
-        return rng.standard_normal((s.B, s.T, s.H, s.K))
-    iota = _score_targets(rng, (s.B, s.T, s.H), tau, gap)
-    norms = rng.uniform(0.5, 2.0, (s.B, s.T, s.H, 1))
-    k = np.zeros((s.B, s.T, s.H, s.K))
-    if s.T == 0:
+    B, T, H = iota.shape
+    k = np.zeros((B, T, H, K))
+    if T == 0:
         return k
-    k[:, 0] = _unit(rng.standard_normal((s.B, s.H, s.K)))
-    for t in range(1, s.T):
+    k[:, 0] = _unit(rng.standard_normal((B, H, K)))
+    for t in range(1, T):
         u = k[:, t - 1]
-        w = rng.standard_normal((s.B, s.H, s.K))
+        w = rng.standard_normal((B, H, K))
         w = _unit(w - np.sum(w * u, axis=-1, keepdims=True) * u)
         c = (1.0 - iota[:, t])[..., None]
         k[:, t] = c * u + np.sqrt(np.clip(1.0 - c * c, 0.0, None)) * w
-    return k * norms
+    return k * rng.uniform(0.5, 2.0, (B, T, H, 1))
+
+
+def designed_keys(rng: np.random.Generator, s: Shape, tau: float, gap: float) -> np.ndarray:
+    """Keys whose scores avoid ``[tau - gap, tau + gap]`` (random keys if ``K = 1``)."""
+    if s.K < 2:
+        return rng.standard_normal((s.B, s.T, s.H, s.K))
+    return keys_with_scores(rng, _score_targets(rng, (s.B, s.T, s.H), tau, gap), s.K)
+
+
+def near_tie_keys(rng: np.random.Generator, s: Shape, tau: float, eps: float = 1e-7) -> np.ndarray:
+    """Keys whose scores sit within about ``eps`` of ``tau`` half of the time (DLA-10.3).
+
+    In float32 or lower such boundary decisions may flip, so these inputs are
+    for checks that inject the reference plan (DLA-6.2, DLA-12.2).
+    """
+    if s.K < 2 or not 0.0 < tau < 2.0:
+        return rng.standard_normal((s.B, s.T, s.H, s.K))
+    shape = (s.B, s.T, s.H)
+    near = np.clip(tau + eps * rng.standard_normal(shape), 0.0, 2.0)
+    iota = np.where(rng.random(shape) < 0.5, near, rng.uniform(0.0, 2.0, shape))
+    return keys_with_scores(rng, iota, s.K)
 
 
 def _row_margins(config: Config, inputs: dict[str, np.ndarray], **plan_kw: Any) -> np.ndarray:
@@ -167,10 +193,17 @@ def _row_margins(config: Config, inputs: dict[str, np.ndarray], **plan_kw: Any) 
     return both.min(axis=1) if both.shape[1] else np.full((both.shape[0], both.shape[2]), np.inf)
 
 
-def margin_inputs(rng: np.random.Generator, s: Shape, config: Config, dtype: str, bound: float,
-                  *, tries: int = 200,
-                  transform: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
-                  **plan_kw: Any) -> tuple[dict[str, np.ndarray], float]:
+def margin_inputs(
+    rng: np.random.Generator,
+    s: Shape,
+    config: Config,
+    dtype: str,
+    bound: float,
+    *,
+    tries: int = 200,
+    transform: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    **plan_kw: Any,
+) -> tuple[dict[str, np.ndarray], float]:
     """Key-cosine inputs whose smallest decision margin exceeds ``bound`` (DLA-10.3).
 
     Keys are designed so that no score falls within ``2 * bound`` of ``tau``
@@ -180,6 +213,7 @@ def margin_inputs(rng: np.random.Generator, s: Shape, config: Config, dtype: str
     ``transform`` if given; ``plan_kw`` (``cu_seqlens``, ``initial_cache``) goes
     to the reference planner. Returns the inputs and their smallest margin.
     """
+
     def draw() -> dict[str, np.ndarray]:
         keys = designed_keys(rng, s, config.tau, 2.0 * bound)
         x = random_inputs(rng, s, config, dtype, keys=keys)
@@ -195,8 +229,10 @@ def margin_inputs(rng: np.random.Generator, s: Shape, config: Config, dtype: str
         b_idx, h_idx = np.nonzero(bad)
         for name in inputs:
             inputs[name][b_idx, :, h_idx] = fresh[name][b_idx, :, h_idx]
-    raise MarginError(f"no input with decision margin > {bound:g} in {tries} draws "
-                      f"(best {float(rows.min()):.3g}) for {s} and {config}")
+    raise MarginError(
+        f"no input with decision margin > {bound:g} in {tries} draws "
+        f"(best {float(rows.min()):.3g}) for {s} and {config}"
+    )
 
 
 def _split(rng: np.random.Generator, total: int, parts: int) -> list[int]:

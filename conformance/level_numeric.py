@@ -19,6 +19,7 @@ from dla.conformance.inputs import (
     dyadic_scores,
     fenwick_config,
     margin_inputs,
+    near_tie_keys,
     random_inputs,
 )
 from dla.conformance.tolerance import Comparison, compare
@@ -43,12 +44,19 @@ def _config(C: int, tau: float, policy: str, base: str, T: int, **kw) -> Config:
 
 # ------------------------------------------------------------------ execute
 def _execute(
-    ctx: Context, config: Config, key: tuple, *, foreign_plan: bool = False, T: int | None = None
+    ctx: Context,
+    config: Config,
+    key: tuple,
+    *,
+    foreign_plan: bool = False,
+    near_ties: bool = False,
+    T: int | None = None,
 ) -> Callable[[], Comparison]:
     def run() -> Comparison:
         rng = ctx.rng("execute", *key)
         s = ctx.profile.shape if T is None else dataclasses.replace(ctx.profile.shape, T=T)
-        inputs = random_inputs(rng, s, config, ctx.dtype)
+        keys = near_tie_keys(rng, s, config.tau) if near_ties else None
+        inputs = random_inputs(rng, s, config, ctx.dtype, keys=keys)
         args, kw = split(inputs)
         if foreign_plan:  # a plan the implementation's own scores would not produce
             other = Config(capacity=config.capacity, tau=0.5, score="external")
@@ -92,6 +100,14 @@ def execute_checks(ctx: Context) -> list[Check]:
                     "DLA-6.2",
                     f"injected plan is used, not the own #{rep}",
                     _execute(ctx, cfg, ("foreign", rep), foreign_plan=True),
+                )
+            )
+            out.append(
+                Check(
+                    "execute",
+                    "DLA-6.2, DLA-10.3",
+                    f"near-tie key_cosine scores, reference plan injected #{rep}",
+                    _execute(ctx, cfg, ("near", rep), near_ties=True),
                 )
             )
     base = ctx.claims["bases"][0]
