@@ -344,6 +344,15 @@ def certify_all(names: list[str] | None = None, profile: str = "ci",
     return rows
 
 
+def _clauses(ids: set[str]) -> str:
+    """Clause ids in spec order (DLA-3.4 before DLA-12.1)."""
+    def key(c: str) -> tuple[int, ...]:
+        parts = c.removeprefix("DLA-").split(".")
+        return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else (10**9,)
+
+    return ", ".join(sorted(ids, key=key))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print ``name | expected clauses | failed clauses | caught?``; exit 1 if one escaped."""
     parser = argparse.ArgumentParser(prog="python -m dla.conformance.broken",
@@ -358,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = certify_all(args.names, args.profile, args.seed)
     print("name | expected clauses | failed clauses | caught? | seconds")
     for name, expected, failed, caught, secs in rows:
-        print(f"{name} | {', '.join(sorted(expected))} | {', '.join(sorted(failed)) or '-'} | "
+        print(f"{name} | {_clauses(expected)} | {_clauses(failed) or '-'} | "
               f"{'yes' if caught else 'NO'} | {secs:.1f}")
     return 0 if all(r[3] for r in rows) else 1
 

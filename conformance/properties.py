@@ -488,9 +488,9 @@ def run_property(prop: Property, adapter: Any, profile: str = "ci", seed_: int =
             failure[:] = [(case, v)]
             raise
         except Exception as exc:  # the implementation raised: a failure, with its message
-            v = Violation(f"raised {type(exc).__name__}: {exc}")
-            failure[:] = [(case, v)]
-            raise v from exc
+            err = Violation(f"raised {type(exc).__name__}: {exc}")
+            failure[:] = [(case, err)]
+            raise err from exc
 
     start = time.perf_counter()
     try:
