@@ -131,6 +131,27 @@ def sweep(C: int = 16, D: int = 64) -> None:
     print(f"tuning: {fk.TUNING}, scan: {pk.SCAN_TUNING}", flush=True)
 
 
+def profile(T: int = 2048, C: int = 16, D: int = 64) -> None:
+    """Print where one forward spends its GPU time (torch.profiler, 3 calls)."""
+    from dla.impls.triton_gpu import api
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from dla import Config
+
+    x = inputs(TOKENS // T, T, D, C)
+    cfg = Config(capacity=C, tau=0.5)
+    api.forward(x["q"], x["k"], x["v"], x["g"], x["lam"], cfg)
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            api.forward(x["q"], x["k"], x["v"], x["g"], x["lam"], cfg)
+        torch.cuda.synchronize()
+    print(f"profile: T = {T}, C = {C}, D = {D}, 3 forward calls")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18,
+                                    max_name_column_width=60))
+
+
 def peers(x: dict, T: int) -> dict[str, float]:
     """fla's chunk_simple_gla, chunk_log_linear_attn and causal SDPA on the same tokens."""
     res: dict[str, float] = {}
@@ -189,11 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--Ds", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--Cs", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--sweep", action="store_true", help="pick launch settings first")
+    ap.add_argument("--profile", action="store_true", help="print a profile of one shape first")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     a = ap.parse_args(argv)
     Ts, Ds = ([8192], [64]) if a.quick else (a.Ts, a.Ds)
     if a.sweep:
         sweep()
+    if a.profile:
+        profile()
     lines = [HEADER]
     t0 = time.time()
     for D in Ds:
