@@ -90,10 +90,10 @@ def _check_slots(owner: str, starts: np.ndarray, labels: np.ndarray, count: np.n
         raise ValueError(f"{owner}.labels: used slots need labels in [0, C = {C}) ({clause})")
 
 
-def _require_float(name: str, x: Any) -> None:
+def _require_float(name: str, x: Any, clause: str = "DLA-9.3") -> None:
     if dtype_name(x) not in _FLOAT_NAMES:
         raise TypeError(
-            f"{name}: expected a floating dtype {_FLOAT_NAMES}, got {dtype_name(x)} (DLA-9.3)"
+            f"{name}: expected a floating dtype {_FLOAT_NAMES}, got {dtype_name(x)} ({clause})"
         )
 
 
@@ -283,7 +283,7 @@ def check_cache(cache: Any, N: int, H: int, C: int, K: int | None, V: int | None
         raise TypeError(f"initial_cache: expected dla.Cache, got {type(cache).__name__} (DLA-9.9)")
     for f in ("states", "info", "prev_key"):
         _require_array(f"initial_cache.{f}", getattr(cache, f), "DLA-9.9")
-        _require_float(f"initial_cache.{f}", getattr(cache, f))
+        _require_float(f"initial_cache.{f}", getattr(cache, f), "DLA-9.3, DLA-9.9")
         _require_finite(f"initial_cache.{f}", getattr(cache, f))
     for f in ("starts", "labels", "count", "position"):
         _require_int(f"initial_cache.{f}", getattr(cache, f), "DLA-9.9")
