@@ -210,7 +210,7 @@ CASES: list[tuple[str, dict, Callable[[dict], dict], type, str, str]] = [
     ("cache-two-rows-for-one", {}, cache_field("states", lambda a: np.concatenate([a, a])),
      ValueError, "initial_cache.states", "DLA-9.9"),
     ("cache-states-int", {}, cache_field("states", lambda a: a.astype(np.int64)), TypeError,
-     "initial_cache.states", "DLA-9.3"),
+     "initial_cache.states", "DLA-9.9"),
     ("cache-states-nan", {}, cache_field("states", lambda a: _set(a, (0, 0, 0, 0, 0), np.nan)),
      ValueError, "initial_cache.states", "DLA-9.4"),
     ("cache-info-wrong-shape", {}, cache_field("info", lambda a: a[..., :-1]), ValueError,
