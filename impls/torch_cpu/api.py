@@ -126,15 +126,14 @@ def _assemble_plan(parts: list[RowPlan], B: int, H: int) -> Plan:
 
 # ----------------------------------------------------------------- execution
 def _check_dtype(q: torch.Tensor) -> torch.dtype:
-    for name, x in (("q", q),):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"{name}: torch_cpu takes torch tensors, got {type(x).__name__} (DLA-11.1)")
-        if x.dtype not in _SUPPORTED:
-            raise TypeError(f"{name}: torch_cpu supports float32 and float64, got {x.dtype} "
-                            "(DLA-1.3, DLA-11.2)")
-        if x.device.type != "cpu":
-            raise ValueError(f"{name}: torch_cpu runs on the CPU, got device {x.device} (DLA-11.2)")
+    """DLA-1.3, DLA-11.2: the compute dtype (q's), one of the claimed ones, on the CPU."""
+    if not isinstance(q, torch.Tensor):
+        raise TypeError(f"q: torch_cpu takes torch tensors, got {type(q).__name__} (DLA-11.1)")
+    if q.dtype not in _SUPPORTED:
+        raise TypeError(f"q: torch_cpu supports float32 and float64, got {q.dtype} "
+                        "(DLA-1.3, DLA-11.2)")
+    if q.device.type != "cpu":
+        raise ValueError(f"q: torch_cpu runs on the CPU, got device {q.device} (DLA-11.2)")
     return q.dtype
 
 

@@ -194,6 +194,43 @@ def _pad_last(x: torch.Tensor, Tp: int) -> torch.Tensor:
     return torch.cat([x, x[:, -1:].expand(x.shape[0], Tp - T, *x.shape[2:])], 1)
 
 
+def _piece_contributions(ops: ChunkOps, idx: ChunkIndex, vc: torch.Tensor, C: int
+                         ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Per chunk ``n``: the token contributions ``sum_{s in piece} W_s v_s^T`` of its pieces
+    (``[J_n, K * V]``) and their destination rows ``r * C + c`` in the state tensor."""
+    NC = vc.shape[1]
+    order = torch.argsort(idx.piece_n, stable=True)
+    pr, pn, pc = idx.piece_r[order], idx.piece_n[order], idx.piece_c[order]
+    Wp = ops.W[pr, pn] * idx.piece_mask[order].unsqueeze(-1)
+    Up = (Wp.transpose(-1, -2) @ vc[pr, pn]).flatten(1)
+    per_chunk = torch.bincount(pn, minlength=NC).tolist()
+    return torch.split(Up, per_chunk), torch.split(pr * C + pc, per_chunk)
+
+
+def _recurrence(ops: ChunkOps, idx: ChunkIndex, w_old: torch.Tensor, S0: torch.Tensor,
+                U_n, dest_n, base: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loop over chunks: inter-chunk readout ``[R, NC, L, V]`` and the final states.
+
+    Readout of chunk ``n``: ``X @ [S_0; ..; S_{C-1}]`` with
+    ``X[t, (j, k)] = lam_t[lbl_t(j)] Qe[t, k]``, one ``[L, C K] @ [C K, V]`` matmul.
+    Update: ``S <- Mem (Phi S) + U``.
+    """
+    R, C, Kd, Vd = S0.shape
+    L = w_old.shape[2]
+    S = S0.reshape(R, C, Kd * Vd)
+    outs = []
+    for n in range(w_old.shape[1]):
+        X = (w_old[:, n].unsqueeze(-1) * ops.Qe[:, n].unsqueeze(-2)).reshape(R, L, C * Kd)
+        outs.append(X @ S.view(R, C * Kd, Vd))
+        if base == "gla":
+            S = idx.mem[:, n] * ops.phi[:, n, None, None] @ S
+        else:
+            Sd = (ops.phi[:, n].unsqueeze(1) @ S.view(R, C, Kd, Vd)).view(R, C, Kd * Vd)
+            S = idx.mem[:, n] @ Sd
+        S = S.reshape(R * C, Kd * Vd).index_add(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
+    return torch.stack(outs, 1), S.view(R, C, Kd, Vd)
+
+
 def execute_chunked(q, k, v, g, lam, beta, starts, labels, count, pos0, S0, starts0, count0,
                     base: str, scale: float, chunk_size: int):
     """DLA-5: run ``R`` rows of length ``T >= 1`` through a plan, chunk by chunk.
@@ -220,29 +257,10 @@ def execute_chunked(q, k, v, g, lam, beta, starts, labels, count, pos0, S0, star
         ops = ops_gla(qc, kc, gc, L)
     else:
         ops = ops_delta(qc, kc, gc, _pad(beta, Tp).view(R, NC, L), L)
-    # token contributions to the states at the chunk end, one matmul per piece, grouped by chunk
-    order = torch.argsort(idx.piece_n, stable=True)
-    pr, pn, pc = idx.piece_r[order], idx.piece_n[order], idx.piece_c[order]
-    Wp = ops.W[pr, pn] * idx.piece_mask[order].unsqueeze(-1)
-    Up = (Wp.transpose(-1, -2) @ vc[pr, pn]).reshape(-1, Kd * Vd)
-    per_chunk = torch.bincount(pn, minlength=NC).tolist()
-    U_n = torch.split(Up, per_chunk)
-    dest_n = torch.split(pr * C + pc, per_chunk)
+    U_n, dest_n = _piece_contributions(ops, idx, vc, C)
     lw = _slot_weights(lamc, labels.view(R, NC, L, C))
     w_old = torch.gather(lw, 3, idx.slot_old) * idx.old_used.unsqueeze(2)  # [R, NC, L, C]
-    S = S0.reshape(R, C, Kd * Vd)
-    o_inter = []
-    for n in range(NC):
-        # inter-chunk readout: sum_j lam_t[lbl_t(j)] Qe_t^T S_j, one [L, C K] @ [C K, V] matmul
-        X = (w_old[:, n].unsqueeze(-1) * ops.Qe[:, n].unsqueeze(-2)).reshape(R, L, C * Kd)
-        o_inter.append(X @ S.view(R, C * Kd, Vd))
-        if base == "gla":
-            S = idx.mem[:, n] * ops.phi[:, n, None, None] @ S
-        else:
-            Sd = (ops.phi[:, n].unsqueeze(1) @ S.view(R, C, Kd, Vd)).view(R, C, Kd * Vd)
-            S = idx.mem[:, n] @ Sd
-        S = S.reshape(R * C, Kd * Vd).index_add(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
+    o_inter, S = _recurrence(ops, idx, w_old, S0, U_n, dest_n, base)
     o_intra = (ops.A * torch.gather(lw, 3, idx.slot_tt)) @ vc  # A is zero above the diagonal
-    o = scale * (torch.stack(o_inter, 1) + o_intra)
-    S = S.view(R, C, Kd, Vd)
+    o = scale * (o_inter + o_intra)
     return o.reshape(R, Tp, Vd)[:, :T], S
