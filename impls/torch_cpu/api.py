@@ -162,7 +162,8 @@ def forward(
     if plan is not None:
         val.check_plan(plan, B, T, H, C)
     scale = config.resolved_scale(K)
-    rows = {n: to_rows(x.to(dt)) for n, x in (("q", q), ("k", k), ("v", v), ("g", g), ("lam", lam))}
+    named = (("q", q), ("k", k), ("v", v), ("g", g), ("lam", lam))
+    rows: dict[str, torch.Tensor | None] = {n: to_rows(x.to(dt)) for n, x in named}
     rows["beta"] = None if beta is None else to_rows(beta.to(dt))
     s_r = None if scores is None else to_rows(scores)
     plan_r = None if plan is None else {

@@ -47,6 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 _BIG = torch.iinfo(torch.int64).max
 
@@ -152,14 +153,14 @@ def _decays(g: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     return gam, torch.exp(Gc), torch.exp(Gc[..., -1:] - Gc)
 
 
-def ops_gla(q, k, g, L: int) -> ChunkOps:
+def ops_gla(q: Tensor, k: Tensor, g: Tensor, L: int) -> ChunkOps:
     """DLA-5.1 chunk operators."""
     gam, e, gamma = _decays(g, L)
     A = (q @ k.transpose(-1, -2)) * gam
     return ChunkOps(A, q * e.unsqueeze(-1), k * gamma.unsqueeze(-1), e[..., -1])
 
 
-def ops_delta(q, k, g, beta, L: int) -> ChunkOps:
+def ops_delta(q: Tensor, k: Tensor, g: Tensor, beta: Tensor, L: int) -> ChunkOps:
     """DLA-5.2 chunk operators in the WY/UT form (one triangular solve per chunk)."""
     gam, e, gamma = _decays(g, L)
     KK = (k @ k.transpose(-1, -2)) * gam
@@ -208,7 +209,8 @@ def _piece_contributions(ops: ChunkOps, idx: ChunkIndex, vc: torch.Tensor, C: in
 
 
 def _recurrence(ops: ChunkOps, idx: ChunkIndex, w_old: torch.Tensor, S0: torch.Tensor,
-                U_n, dest_n, base: str) -> tuple[torch.Tensor, torch.Tensor]:
+                U_n: tuple[Tensor, ...], dest_n: tuple[Tensor, ...], base: str
+                ) -> tuple[Tensor, Tensor]:
     """The loop over chunks: inter-chunk readout ``[R, NC, L, V]`` and the final states.
 
     Readout of chunk ``n``: ``X @ [S_0; ..; S_{C-1}]`` with
@@ -231,8 +233,10 @@ def _recurrence(ops: ChunkOps, idx: ChunkIndex, w_old: torch.Tensor, S0: torch.T
     return torch.stack(outs, 1), S.view(R, C, Kd, Vd)
 
 
-def execute_chunked(q, k, v, g, lam, beta, starts, labels, count, pos0, S0, starts0, count0,
-                    base: str, scale: float, chunk_size: int):
+def execute_chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, lam: Tensor,
+                    beta: Tensor | None, starts: Tensor, labels: Tensor, count: Tensor,
+                    pos0: Tensor, S0: Tensor, starts0: Tensor, count0: Tensor,
+                    base: str, scale: float, chunk_size: int) -> tuple[Tensor, Tensor]:
     """DLA-5: run ``R`` rows of length ``T >= 1`` through a plan, chunk by chunk.
 
     ``q, k [R, T, K]``, ``v [R, T, V]``, ``g, beta [R, T]``, ``lam [R, T, C]``;
@@ -253,7 +257,7 @@ def execute_chunked(q, k, v, g, lam, beta, starts, labels, count, pos0, S0, star
     idx = chunk_index(starts, labels, count, pos, starts0, count0, L, q.dtype)
     qc, kc, vc = q.view(R, NC, L, Kd), k.view(R, NC, L, Kd), v.view(R, NC, L, Vd)
     gc, lamc = g.view(R, NC, L), lam.view(R, NC, L, C)
-    if base == "gla":
+    if beta is None:  # gla (DLA-5.1); delta always comes with beta (DLA-9.12)
         ops = ops_gla(qc, kc, gc, L)
     else:
         ops = ops_delta(qc, kc, gc, _pad(beta, Tp).view(R, NC, L), L)

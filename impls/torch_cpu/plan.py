@@ -134,7 +134,7 @@ def plan_dla(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
         for e, st in enumerate(events, start=1):
             table[r, e, : len(st)] = st
         final_info[r, : len(info)] = info
-    idx = np.cumsum(boundary, axis=1)  # event index in force at readout t
+    idx = np.cumsum(boundary, axis=1, dtype=np.int64)  # event index in force at readout t
     starts = np.take_along_axis(table, idx[:, :, None], axis=1)
     count = (starts >= 0).sum(axis=2).astype(np.int64)
     return RowPlan(boundary, count, starts, recency_labels(count, C), final_info)
