@@ -181,6 +181,21 @@ def table_chunks(T: int, C: int, tau: float, chunks: list[int], repeats: int) ->
                   f"| {ms:.1f} |", flush=True)
 
 
+def table_plan_rows(T: int, C: int, tau: float, shapes: list[tuple[int, int]]) -> None:
+    """The plan stage alone (``make_plan``) against the reference's, as rows ``B * H`` grow."""
+    from dla.reference import make_plan as ref_make_plan
+
+    print("| B x H rows | torch_cpu plan (ms) | reference plan (ms) | ratio |")
+    print("|---|---|---|---|")
+    cfg = Config(capacity=C, tau=tau, score="external")
+    for B, H in shapes:
+        s = np.random.default_rng(0).uniform(0.0, 1.0, (B, T, H))
+        st = torch.from_numpy(s)
+        mine = best_time(lambda st=st: tc.make_plan(cfg, scores=st), 3) * 1e3
+        ref = best_time(lambda s=s: ref_make_plan(cfg, scores=s), 1) * 1e3
+        print(f"| {B} x {H} | {mine:.1f} | {ref:.1f} | {ref / mine:.1f}x |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
@@ -203,6 +218,8 @@ def main() -> None:
     table_speed(a.T, a.C, a.taus, a.ref_max_T, a.repeats)
     print(f"\nChunk size, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
     table_chunks(a.chunk_T, a.C, a.taus[0], a.chunks, a.repeats)
+    print(f"\nPlan stage alone, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
+    table_plan_rows(a.chunk_T, a.C, a.taus[0], [(1, 4), (8, 16)])
 
 
 if __name__ == "__main__":

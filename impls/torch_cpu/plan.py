@@ -90,12 +90,13 @@ def _dla_row_events(iota: list[float], bidx: list[int], C: int, count0: int,
                     ) -> tuple[list[list[int]], list[float]]:
     """DLA-3.1 to DLA-3.4 for one row, one step per boundary event.
 
-    Returns the starts after each event and the final information. Token
-    scores between events are folded left to right into the newest state,
-    exactly as the reference's running sum.
+    Returns the starts after each event (padded with -1 to ``C`` slots) and
+    the final information. Token scores between events are folded left to
+    right into the newest state, exactly as the reference's running sum.
     """
     starts = starts0[:count0]
     info = info0[:count0]
+    pad = [[-1] * (C - n) for n in range(C + 1)]
     events: list[list[int]] = []
     cursor = 0
     for t in bidx:
@@ -104,11 +105,11 @@ def _dla_row_events(iota: list[float], bidx: list[int], C: int, count0: int,
         starts.append(pos0 + t)
         info.append(0.0 + iota[t])
         if len(info) > C:  # DLA-3.4: cheapest adjacent pair, oldest on ties
-            costs = [info[i] + info[i + 1] for i in range(C)]
+            costs = list(map(_ADD, info[:-1], info[1:]))
             m = costs.index(min(costs))
             info[m] = info[m] + info[m + 1]
             del info[m + 1], starts[m + 1]
-        events.append(list(starts))
+        events.append(starts + pad[len(starts)])
         cursor = t + 1
     if cursor < len(iota):
         info[-1] = reduce(_ADD, iota[cursor:], info[-1])
@@ -131,8 +132,8 @@ def plan_dla(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
         events, info = _dla_row_events(
             iota_l[r], np.flatnonzero(boundary[r]).tolist(), C, c0,
             init.starts[r, :c0].tolist(), init.info[r, :c0].tolist(), int(init.position[r]))
-        for e, st in enumerate(events, start=1):
-            table[r, e, : len(st)] = st
+        if events:
+            table[r, 1 : 1 + len(events)] = events
         final_info[r, : len(info)] = info
     idx = np.cumsum(boundary, axis=1, dtype=np.int64)  # event index in force at readout t
     starts = np.take_along_axis(table, idx[:, :, None], axis=1)
