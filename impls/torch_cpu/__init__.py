@@ -23,7 +23,9 @@ DLA-10, DLA-11). Two stages (the factoring of DLA-6):
    chunked WY/UT form (one unit-triangular solve per chunk; the transition
    ``I - beta k k^T`` is shared by every state, so each old state and each
    token is an *atom* moved by the same chunk operator). All intra-chunk work
-   is batched over every chunk; only the state recurrence loops over chunks.
+   is batched over every chunk; only the chunk recurrence (the inter-chunk
+   readout of the states at the chunk start and the state update) loops
+   over chunks.
    Backward is torch autograd (``q, k, v, g, beta, lam`` and carried states).
 
 ``forward(..., chunk_size=64)`` takes the chunk length as an extra keyword.

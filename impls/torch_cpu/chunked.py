@@ -34,10 +34,15 @@ The four chunk operators are:
   each old state.)
 
 All intra-chunk work (labels, weights, ``A``, ``Qe``, ``W``, the token
-contributions grouped by their slot at ``b - 1``, and the inter-chunk
-readout ``Qe @ [S_0 .. S_{C-1}]``) is batched over every chunk at once; only
-the state recurrence ``S <- Mem (Phi S) + U`` loops over chunks. No
-exponential of a positive number is ever formed. The whole computation is
+contributions of every *piece*, i.e. every state at ``b - 1`` that holds
+tokens of the chunk, about one per chunk) is batched over every chunk at
+once. Only the chunk recurrence loops over chunks: the inter-chunk readout
+``X @ [S_0; ..; S_{C-1}]`` with ``X[t, (j, k)] = lam_t[lbl_t(j)] Qe[t, k]``
+(one ``[L, C K] @ [C K, V]`` matmul per chunk, done in the loop so that
+the forward pass never holds the states of every chunk start together, which
+the fully batched form needs: ``NC C K V`` floats) and the update
+``S <- Mem (Phi S) + U``. No exponential of a positive number is ever
+formed. The whole computation is
 torch operations, so ``torch.autograd`` gives gradients for ``q, k, v, g,
 beta, lam`` (and the carried states).
 """
