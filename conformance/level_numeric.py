@@ -12,10 +12,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import numpy as np
-
 import dla.reference as ref
-from dla.config import Config
+import numpy as np
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     dyadic_scores,
@@ -25,6 +23,8 @@ from dla.conformance.inputs import (
     random_inputs,
 )
 from dla.conformance.tolerance import Comparison, compare
+
+from dla.config import Config
 
 BASE_CLAUSE = {"gla": "DLA-5.1", "delta": "DLA-5.2"}
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 import dla.reference as ref
-from dla.config import Config
+import numpy as np
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     cu_seqlens_for,
@@ -24,6 +22,8 @@ from dla.conformance.inputs import (
 )
 from dla.conformance.tolerance import Comparison, compare_plan
 from dla.reference.policies import fenwick_capacity
+
+from dla.config import Config
 
 LEVEL = "plan"
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 import dla.reference as ref
-from dla.cache import Cache
-from dla.config import Config
+import numpy as np
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     Shape,
@@ -26,6 +23,9 @@ from dla.conformance.inputs import (
 )
 from dla.conformance.level_numeric import split
 from dla.conformance.tolerance import Comparison, compare, compare_cache
+
+from dla.cache import Cache
+from dla.config import Config
 
 Inputs = dict[str, np.ndarray]
 

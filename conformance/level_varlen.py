@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import pairwise
 
-import numpy as np
-
 import dla.reference as ref
-from dla.config import Config
+import numpy as np
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import Shape, cu_seqlens_for, piece_lengths, random_inputs
 from dla.conformance.level_numeric import split
@@ -29,6 +27,8 @@ from dla.conformance.level_streaming import (
     tag,
 )
 from dla.conformance.tolerance import Comparison, compare, compare_cache
+
+from dla.config import Config
 
 
 def _packed(

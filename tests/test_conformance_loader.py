@@ -6,9 +6,8 @@ import sys
 import types
 from typing import ClassVar
 
-import pytest
-
 import dla.reference as ref
+import pytest
 from dla.conformance.loader import DEFAULT_CLAIMS, LoadError, load, resolve_claims
 
 
