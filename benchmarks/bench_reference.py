@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from dla.reference import forward, make_plan
-from dla.reference.policies import fenwick_capacity
 
 import dla
+from dla.reference import forward, make_plan
+from dla.reference.policies import fenwick_capacity
 
 
 def inputs(B: int, T: int, H: int, K: int, V: int, C: int, seed: int = 0) -> dict[str, np.ndarray]:

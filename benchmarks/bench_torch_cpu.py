@@ -39,10 +39,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402  (after the thread variables)
 import torch  # noqa: E402
-from dla.impls import torch_cpu as tc  # noqa: E402
-from dla.reference import forward as ref_forward  # noqa: E402
 
 from dla import Config  # noqa: E402
+from dla.impls import torch_cpu as tc  # noqa: E402
+from dla.reference import forward as ref_forward  # noqa: E402
 
 
 def inputs(T: int, C: int, *, B: int = 1, H: int = 4, K: int = 64, V: int = 64,

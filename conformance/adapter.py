@@ -15,10 +15,10 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
-from dla.conformance.loader import LoadedImpl, load
 
 from dla.cache import Cache
 from dla.config import Config
+from dla.conformance.loader import LoadedImpl, load
 from dla.plan import Plan
 
 FLOAT_INPUTS = ("q", "k", "v", "g", "lam", "beta", "scores")

@@ -26,13 +26,13 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from dla.reference import policies, recurrent, scores
-from dla.reference import validation as val
 
 from dla import reference
 from dla.cache import CACHE_FIELDS, Cache
 from dla.config import BASES, POLICIES, Config
 from dla.plan import Plan
+from dla.reference import policies, recurrent, scores
+from dla.reference import validation as val
 
 #: A patch: (module, attribute, factory building the replacement from the original).
 Patch = tuple[ModuleType, str, Callable[[Any], Any]]

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
+
+from dla.cache import CACHE_FIELDS, Cache
 from dla.conformance.adapter import Adapter
 from dla.conformance.inputs import Shape, quantize, rng_for
 from dla.conformance.report import ClauseResult
 from dla.conformance.tolerance import CACHE_FLOAT_FIELDS, MARGIN_BOUND, Comparison
-
-from dla.cache import CACHE_FIELDS, Cache
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dla.conformance import golden_cases as gc
-from dla.conformance.tolerance import compare, compare_exact, compare_gradient
-from dla.reference import forward, plan_with_margins
 
 import dla
 from dla.cache import CACHE_FIELDS, Cache
 from dla.config import Config
+from dla.conformance import golden_cases as gc
+from dla.conformance.tolerance import compare, compare_exact, compare_gradient
 from dla.plan import PLAN_FIELDS, Plan
+from dla.reference import forward, plan_with_margins
 
 FORMAT_VERSION = 1
 SCHEMA_NAME = "manifest.schema.json"

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from dla.reference import empty_cache, forward, make_plan
-from dla.reference.policies import fenwick_capacity, fenwick_level
 
 from dla.cache import Cache
 from dla.config import Config
 from dla.plan import Plan
+from dla.reference import empty_cache, forward, make_plan
+from dla.reference.policies import fenwick_capacity, fenwick_level
 
 # ----------------------------------------------------------------- random draws
 

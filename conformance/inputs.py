@@ -18,10 +18,10 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from dla.reference.api import plan_with_margins
-from dla.reference.policies import fenwick_capacity
 
 from dla.config import Config
+from dla.reference.api import plan_with_margins
+from dla.reference.policies import fenwick_capacity
 
 
 def rng_for(seed: int, *keys: Any) -> np.random.Generator:

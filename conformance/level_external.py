@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from dla.cache import Cache
 from dla.conformance.checks import Check, Context
 from dla.conformance.report import ClauseResult
 from dla.conformance.tolerance import Comparison, compare, compare_cache, compare_plan
-
-from dla.cache import Cache
 from dla.plan import Plan
 
 _FORWARD_KW = ("beta", "scores", "cu_seqlens")

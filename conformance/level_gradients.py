@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import dla.reference as ref
 import numpy as np
+
+import dla.reference as ref
+from dla.config import Config
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import fenwick_config, quantize, random_inputs
 from dla.conformance.level_numeric import BASE_CLAUSE, split
 from dla.conformance.tolerance import GRADIENT_RMS, Comparison, compare_gradient
-
-from dla.config import Config
 from dla.plan import Plan
 
 LEVEL = "gradients"

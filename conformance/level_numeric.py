@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import dla.reference as ref
 import numpy as np
+
+import dla.reference as ref
+from dla.config import Config
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     dyadic_scores,
@@ -23,8 +25,6 @@ from dla.conformance.inputs import (
     random_inputs,
 )
 from dla.conformance.tolerance import Comparison, compare
-
-from dla.config import Config
 
 BASE_CLAUSE = {"gla": "DLA-5.1", "delta": "DLA-5.2"}
 

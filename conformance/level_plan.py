@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import dla.reference as ref
 import numpy as np
+
+import dla.reference as ref
+from dla.config import Config
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     cu_seqlens_for,
@@ -22,8 +24,6 @@ from dla.conformance.inputs import (
 )
 from dla.conformance.tolerance import Comparison, compare_plan
 from dla.reference.policies import fenwick_capacity
-
-from dla.config import Config
 
 LEVEL = "plan"
 

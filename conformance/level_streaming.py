@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import dla.reference as ref
 import numpy as np
+
+import dla.reference as ref
+from dla.cache import Cache
+from dla.config import Config
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     Shape,
@@ -23,9 +26,6 @@ from dla.conformance.inputs import (
 )
 from dla.conformance.level_numeric import split
 from dla.conformance.tolerance import Comparison, compare, compare_cache
-
-from dla.cache import Cache
-from dla.config import Config
 
 Inputs = dict[str, np.ndarray]
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import pairwise
 
-import dla.reference as ref
 import numpy as np
+
+import dla.reference as ref
+from dla.config import Config
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import Shape, cu_seqlens_for, piece_lengths, random_inputs
 from dla.conformance.level_numeric import split
@@ -27,8 +29,6 @@ from dla.conformance.level_streaming import (
     tag,
 )
 from dla.conformance.tolerance import Comparison, compare, compare_cache
-
-from dla.config import Config
 
 
 def _packed(

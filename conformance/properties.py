@@ -36,16 +36,16 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from dla.conformance.inputs import Shape, random_inputs, rng_for
-from dla.conformance.report import ClauseResult
-from dla.conformance.tolerance import Comparison, compare, compare_cache, compare_plan
-from dla.reference.policies import fenwick_capacity
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 
 from dla.cache import CACHE_FIELDS, Cache
 from dla.config import SCORES, Config
+from dla.conformance.inputs import Shape, random_inputs, rng_for
+from dla.conformance.report import ClauseResult
+from dla.conformance.tolerance import Comparison, compare, compare_cache, compare_plan
 from dla.plan import PLAN_FIELDS, Plan
+from dla.reference.policies import fenwick_capacity
 
 LEVEL = "properties"
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dla.cache import CACHE_FIELDS, Cache
+from dla.config import Config
+from dla.plan import Plan
 from dla.reference import validation as val
 from dla.reference.masked import execute_masked_rows
 from dla.reference.policies import PartitionState, RowPlan, run_policy
 from dla.reference.recurrent import execute_rows
 from dla.reference.scores import token_scores
-
-from dla.cache import CACHE_FIELDS, Cache
-from dla.config import Config
-from dla.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from dla.reference import forward, make_plan, plan_with_margins
 
 from dla import Config, Plan
+from dla.reference import forward, make_plan, plan_with_margins
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_DIR = ROOT / "spec"

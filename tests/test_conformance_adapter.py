@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import dla.reference as ref
 import numpy as np
 import pytest
-from dla.conformance.adapter import Adapter
 
+import dla.reference as ref
 from dla import Cache, Config, Plan
+from dla.conformance.adapter import Adapter
 
 torch = pytest.importorskip("torch")
 

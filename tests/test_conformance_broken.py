@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dla.conformance import certify
-from dla.conformance.broken import BROKEN, Broken, main
 
 from dla import Config, reference
+from dla.conformance import certify
+from dla.conformance.broken import BROKEN, Broken, main
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -8,9 +8,10 @@ import sys
 import types
 from pathlib import Path
 
-import dla.reference as ref
 import numpy as np
 import pytest
+
+import dla.reference as ref
 from dla.conformance import cli
 
 

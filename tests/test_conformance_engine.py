@@ -12,13 +12,13 @@ import json
 import sys
 from typing import Any, ClassVar
 
-import dla.reference as ref
 import numpy as np
 import pytest
+
+import dla.reference as ref
+from dla import Config, Plan
 from dla.conformance import certify
 from dla.conformance.levels import resolve_levels
-
-from dla import Config, Plan
 
 
 def test_reference_certifies_on_every_level_it_claims() -> None:

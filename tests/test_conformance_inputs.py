@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import dla.reference as ref
 import numpy as np
 import pytest
+
+import dla.reference as ref
+from dla import Config
 from dla.conformance.inputs import (
     Shape,
     cu_seqlens_for,
@@ -17,8 +19,6 @@ from dla.conformance.inputs import (
     rng_for,
 )
 from dla.conformance.tolerance import MARGIN_BOUND
-
-from dla import Config
 
 
 @pytest.mark.parametrize("dtype", sorted(MARGIN_BOUND))

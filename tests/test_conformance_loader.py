@@ -6,8 +6,9 @@ import sys
 import types
 from typing import ClassVar
 
-import dla.reference as ref
 import pytest
+
+import dla.reference as ref
 from dla.conformance.loader import DEFAULT_CLAIMS, LoadError, load, resolve_claims
 
 

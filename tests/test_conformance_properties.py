@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
+
 from dla.conformance.adapter import Adapter
 from dla.conformance.broken import BROKEN, Broken
 from dla.conformance.properties import (

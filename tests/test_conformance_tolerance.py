@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import dla.reference as ref
 import numpy as np
 import pytest
+
+import dla.reference as ref
+from dla import Config
 from dla.conformance.tolerance import (
     TOLERANCES,
     compare,
@@ -15,8 +17,6 @@ from dla.conformance.tolerance import (
     compare_gradient,
     compare_plan,
 )
-
-from dla import Config
 
 
 def _output(seed: int = 0, B: int = 2, T: int = 256, H: int = 4, V: int = 8) -> np.ndarray:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from dla import Config
 from dla.conformance import golden
 from dla.conformance import golden_cases as gc
 from dla.conformance.tolerance import compare, compare_cache, compare_gradient
 from dla.reference import forward, make_plan
-
-from dla import Config
 
 ROOT = golden.default_dir()
 SPEC = Path(__file__).resolve().parents[1] / "spec" / "SPEC.md"

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dla.reference import forward, make_plan
-from dla.reference.policies import fenwick_capacity
 from helpers import base_recurrence, config, random_inputs, slice_t
 from hypothesis import given
 from hypothesis import strategies as st
+
+from dla.reference import forward, make_plan
+from dla.reference.policies import fenwick_capacity
 
 TAUS = st.sampled_from([-0.5, 0.0, 0.25, 0.5, 1.0])
 POLICIES = st.sampled_from(["dla", "fenwick"])

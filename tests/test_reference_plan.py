@@ -11,8 +11,6 @@ import itertools
 
 import numpy as np
 import pytest
-from dla.reference import forward, make_plan, plan_with_margins
-from dla.reference.policies import fenwick_capacity
 from helpers import (
     config,
     dyadic_lists,
@@ -26,6 +24,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dla
+from dla.reference import forward, make_plan, plan_with_margins
+from dla.reference.policies import fenwick_capacity
 
 TAUS = st.sampled_from([-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
 

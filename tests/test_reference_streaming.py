@@ -5,13 +5,13 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from dla.reference import empty_cache, forward, make_plan, plan_with_margins
-from dla.reference.policies import fenwick_capacity
 from helpers import config, naive_dla_plan, padded, random_inputs, slice_t
 from hypothesis import given
 from hypothesis import strategies as st
 
 import dla
+from dla.reference import empty_cache, forward, make_plan, plan_with_margins
+from dla.reference.policies import fenwick_capacity
 
 TAUS = st.sampled_from([-0.5, 0.0, 0.25, 0.5, 1.0])
 POLICIES = st.sampled_from(["dla", "fenwick"])

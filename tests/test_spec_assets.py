@@ -88,9 +88,8 @@ def test_figure_script_writes_a_png(script: ModuleType, tmp_path: Path) -> None:
 
 
 def test_partition_image_marks_every_past_token(script: ModuleType) -> None:
-    from dla.reference import make_plan
-
     from dla import Config
+    from dla.reference import make_plan
 
     scores = script.figure_scores()
     for policy in ("dla", "fenwick"):

@@ -9,15 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dla.conformance.tolerance import compare, compare_cache
-from dla.impls import torch_cpu as tc
-from dla.reference import forward as ref_forward
-from dla.reference import make_plan as ref_make_plan
 from helpers import config, random_inputs
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dla import Cache, Plan
+from dla.conformance.tolerance import compare, compare_cache
+from dla.impls import torch_cpu as tc
+from dla.reference import forward as ref_forward
+from dla.reference import make_plan as ref_make_plan
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CACHE_FIELDS = ("states", "info", "starts", "labels", "count", "prev_key", "position")

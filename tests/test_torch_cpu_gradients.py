@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import config, random_inputs
+
+from dla import Plan
 from dla.conformance import certify
 from dla.conformance.tolerance import compare_gradient
 from dla.impls import torch_cpu as tc
 from dla.reference import forward as ref_forward
 from dla.reference import make_plan as ref_make_plan
-from helpers import config, random_inputs
-
-from dla import Plan
 
 CASES = [(b, p) for b in ("gla", "delta") for p in ("dla", "fenwick")]
 

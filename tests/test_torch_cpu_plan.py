@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dla.impls import torch_cpu as tc
-from dla.reference import empty_cache
-from dla.reference import forward as ref_forward
-from dla.reference import make_plan as ref_make_plan
 from helpers import config, random_inputs
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dla import Cache
+from dla.impls import torch_cpu as tc
+from dla.reference import empty_cache
+from dla.reference import forward as ref_forward
+from dla.reference import make_plan as ref_make_plan
 
 
 def _t(x):

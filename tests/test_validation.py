@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from dla.reference import empty_cache, forward, make_plan
 from helpers import config, random_inputs
 
 import dla
+from dla.reference import empty_cache, forward, make_plan
 
 B, T, H, K, V, C = 1, 6, 2, 3, 2, 4
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from dla.impls.torch_cpu.chunked import execute_chunked
-from dla.impls.torch_cpu.plan import Partition, RowPlan, check_fenwick_capacity, run_policy
-from dla.reference import validation as val
-from dla.reference.scores import token_scores
 
 from dla.cache import Cache
 from dla.config import Config
+from dla.impls.torch_cpu.chunked import execute_chunked
+from dla.impls.torch_cpu.plan import Partition, RowPlan, check_fenwick_capacity, run_policy
 from dla.plan import Plan
+from dla.reference import validation as val
+from dla.reference.scores import token_scores
 
 DEFAULT_CHUNK_SIZE = 64
 _SUPPORTED = (torch.float32, torch.float64)

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
-from dla.reference.policies import fenwick_capacity
 
 from dla.config import Config
+from dla.reference.policies import fenwick_capacity
 
 _ADD = operator.add
 
