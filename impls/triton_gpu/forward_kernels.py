@@ -155,13 +155,6 @@ def output_kernel(
     g = tl.load(g_ptr + row, mask=tmask, other=0.0).to(tl.float32)
     gc = tl.cumsum(g, axis=0)
     cnt_t = tl.load(count_ptr + row, mask=tmask, other=0)
-    # the first old state is requested now, so its load overlaps the intra-chunk part
-    cnt_p = tl.load(pcount_ptr + gch * H + hh)
-    pst = pstarts_ptr + (gch * H + hh) * C
-    hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
-    kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
-    s_off = ok[:, None] * V + ov[None, :]
-    S_next = tl.load(hold + s_off, mask=kv_mask & (cnt_p > 0), other=0.0)
     # intra-chunk: masked, labeled
     W = tl.zeros((BT, BT), dtype=tl.float32)
     for ii in range(0, C):
@@ -185,13 +178,16 @@ def output_kernel(
     stn2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
     lb2 = tl.load(labels_ptr + row[:, None] * C + jj[None, :], mask=used, other=0)
     lam2 = tl.load(lam_ptr + row[:, None] * C + lb2, mask=used, other=0.0).to(tl.float32)
+    cnt_p = tl.load(pcount_ptr + gch * H + hh)
+    pst = pstarts_ptr + (gch * H + hh) * C
+    hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
+    kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
     eg = tl.exp(gc)
-    for j in range(0, C):  # state j + 1 is loaded while state j is used
-        S = S_next
-        S_next = tl.load(hold + (j + 1) * K * V + s_off, mask=kv_mask & (j + 1 < cnt_p),
-                         other=0.0)
+    for j in range(0, C):  # masked rather than guarded, so the loads can be pipelined
         spj = tl.load(pst + j, mask=j < cnt_p, other=BIG)
         wj = tl.sum(tl.where((st2 <= spj) & (spj < stn2), lam2, 0.0), axis=1)
+        S = tl.load(hold + j * K * V + ok[:, None] * V + ov[None, :], mask=kv_mask & (j < cnt_p),
+                    other=0.0)
         o += (wj * eg)[:, None] * _dot(q, S.to(q.dtype), PREC, UPCAST)
     o = o * scale
     tl.store(o_ptr + row[:, None] * V + ov[None, :], o.to(o_ptr.dtype.element_ty),
