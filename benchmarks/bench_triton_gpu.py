@@ -73,14 +73,13 @@ def inputs(B: int, T: int, D: int, C: int, seed: int = 0) -> dict:
 
 def dla_parts(x: dict, C: int, policy: str, tau: float = 0.5) -> dict[str, float]:
     """Time the whole forward and its three stages (plan, state pass, output kernel)."""
+    from dla import Config
     from dla.impls.triton_gpu import api
     from dla.impls.triton_gpu.forward_kernels import (
         launch_output,
         launch_state_pass,
         previous_partition,
     )
-
-    from dla import Config
 
     cfg = Config(capacity=C, tau=tau, policy=policy)
     B, T, H, K = x["q"].shape
@@ -133,11 +132,11 @@ def sweep(C: int = 16, D: int = 64) -> None:
 
 def profile(T: int = 2048, C: int = 16, D: int = 64) -> None:
     """Print where one forward spends its GPU time (torch.profiler, 3 calls)."""
-    from dla.impls.triton_gpu import api
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     from dla import Config
+    from dla.impls.triton_gpu import api
 
     x = inputs(TOKENS // T, T, D, C)
     cfg = Config(capacity=C, tau=0.5)

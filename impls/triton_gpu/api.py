@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from dla.impls.triton_gpu.forward_kernels import launch_forward, previous_partition
-from dla.impls.triton_gpu.plan_kernel import DevicePlan, plan_dla, plan_fenwick, token_scores
-from dla.impls.triton_gpu.rows import Rows, make_rows
-from dla.reference import validation as val
 
 from dla.cache import Cache
 from dla.config import Config
+from dla.impls.triton_gpu.forward_kernels import launch_forward, previous_partition
+from dla.impls.triton_gpu.plan_kernel import DevicePlan, plan_dla, plan_fenwick, token_scores
+from dla.impls.triton_gpu.rows import Rows, make_rows
 from dla.plan import Plan
+from dla.reference import validation as val
 
 CHUNK = 64
 

@@ -22,6 +22,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+
 from dla.impls.triton_gpu.plan_kernel import DevicePlan, bucket
 from dla.impls.triton_gpu.rows import Rows
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
 from dla.impls.triton_gpu.rows import Rows
 from dla.reference.policies import fenwick_capacity
 

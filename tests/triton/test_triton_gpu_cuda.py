@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+import dla
 from dla.conformance.tolerance import compare, compare_plan
 from dla.impls.triton_gpu import api
 from dla.reference import forward as ref_forward
 from dla.reference import make_plan as ref_make_plan
-
-import dla
 
 pytestmark = [
     pytest.mark.gpu,
