@@ -3,9 +3,12 @@
 - :mod:`dla.impls.triton_gpu.plan_kernel`: token scores, DLA scan kernel, Fenwick partition
 - :mod:`dla.impls.triton_gpu.forward_kernels`: state pass and output kernels (chunked)
 - :mod:`dla.impls.triton_gpu.api`: ``forward``, ``make_plan``: caches, varlen, plan injection
+- :mod:`dla.impls.triton_gpu.rows`: where each (sequence, head) row and chunk lives
 
 On a machine without CUDA the same kernels run on CPU tensors under Triton's
-interpreter (``TRITON_INTERPRET=1``, set before ``triton`` is imported).
+interpreter (``TRITON_INTERPRET=1``, set before ``triton`` is imported); there the
+16-bit matrix products are upcast, since the interpreter's own are wrong (triton 3.6).
+Speed on an H200 and what limits it: ``benchmarks/triton_gpu.md``.
 """
 
 import os
