@@ -35,3 +35,14 @@ def test_extras_named_in_readme_exist() -> None:
         for extras in re.findall(r'"\.\[([a-z,]+)\]"', cmd):
             for extra in extras.split(","):
                 assert re.search(rf"^{extra} = \[", pyproject, flags=re.M), extra
+
+
+def test_readme_reference_example_runs() -> None:
+    text = (ROOT / "README.md").read_text()
+    tour = text.split("## A tour of the reference", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.+?)\n```", tour, flags=re.S)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    o, plan = namespace["o"], namespace["plan"]
+    assert o.shape == (1, 16, 2, 8)
+    assert (plan.count <= namespace["C"]).all()
