@@ -54,7 +54,7 @@ def _valid(ctx: Context, case: Any) -> list[Comparison]:
         kw["plan"] = injected
     elif not safe and case.expected_plan is not None:
         kw["plan"] = case.expected_plan
-        note = f"margin {case.min_margin:.3g} <= {ctx.margin_bound:g}: plan injected; "
+        note = f"margin {case.min_margin:.3g} <= {ctx.margin_bound:g}, plan injected"
     comps: list[Comparison] = []
     o, cache = ctx.adapter.forward(
         *args,
@@ -78,23 +78,8 @@ def _valid(ctx: Context, case: Any) -> list[Comparison]:
         comps.append(compare_plan(plan, case.expected_plan))
     if not comps:
         comps.append(Comparison(False, "golden", message="the case has nothing to compare"))
-    return [_prefix(c, note) for c in comps]
+    return [c.noted(note) for c in comps]
 
-
-def _prefix(c: Comparison, note: str) -> Comparison:
-    if not note:
-        return c
-    return Comparison(
-        c.passed,
-        c.field,
-        c.rel_rms,
-        c.rms_bound,
-        c.where,
-        c.error,
-        c.bound,
-        note + c.message,
-        c.extra,
-    )
 
 
 def _raw(ctx: Context, x: Any, cast: bool, float_dtype: str) -> Any:

@@ -71,23 +71,10 @@ def _pieces(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Compa
             a += n
         o = np.concatenate(outs, axis=1)
         comps = [compare(o, o_exp, ctx.dtype), compare_cache(cache, c_exp, ctx.dtype)]
-        return [tag(c, f"pieces {lengths}") for c in comps]
+        return [c.noted(f"pieces {lengths}") for c in comps]
 
     return run
 
-
-def tag(c: Comparison, what: str) -> Comparison:
-    return Comparison(
-        c.passed,
-        c.field,
-        c.rel_rms,
-        c.rms_bound,
-        c.where,
-        c.error,
-        c.bound,
-        f"{what}: {c.message}",
-        c.extra,
-    )
 
 
 def _one_pass_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Comparison]]:
@@ -124,8 +111,8 @@ def _cross(
             o, c = ref_pass(post, config, initial_cache=cache)
             what = f"implementation cache after {P} tokens, continued by the reference"
         return [
-            tag(compare(o, o_exp, ctx.dtype), what),
-            tag(compare_cache(c, c_exp, ctx.dtype), what),
+            compare(o, o_exp, ctx.dtype).noted(what),
+            compare_cache(c, c_exp, ctx.dtype).noted(what),
         ]
 
     return run

@@ -26,7 +26,6 @@ from dla.conformance.level_streaming import (
     ref_pass,
     slice_t,
     stream_configs,
-    tag,
 )
 from dla.conformance.tolerance import Comparison, compare, compare_cache
 
@@ -61,7 +60,7 @@ def _varlen_vs_packed_ref(
                     "forward(..., output_final_cache=True, cu_seqlens=...) returned no cache"
                 )
             comps.append(compare_cache(c, c_exp, ctx.dtype))  # type: ignore[arg-type]
-        return [tag(x, f"lengths {lengths}") for x in comps]
+        return [x.noted(f"lengths {lengths}") for x in comps]
 
     return run
 
@@ -77,9 +76,8 @@ def _no_leak(ctx: Context, config: Config, key: tuple) -> Callable[[], Compariso
         for a, b in pairwise(cu):
             sa, skw = split(slice_t(inputs, int(a), int(b)))
             parts.append(ref.forward(*sa, config, **skw)[0])
-        return tag(
-            compare(o, np.concatenate(parts, axis=1), ctx.dtype),
-            f"separate calls, lengths {lengths}",
+        return compare(o, np.concatenate(parts, axis=1), ctx.dtype).noted(
+            f"separate calls, lengths {lengths}"
         )
 
     return run

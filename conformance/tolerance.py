@@ -105,6 +105,10 @@ class Comparison:
     message: str = ""
     extra: dict[str, Any] = dc_field(default_factory=dict)
 
+    def noted(self, note: str) -> Comparison:
+        """The same comparison with ``note`` in front of its message (which case it was)."""
+        return replace(self, message=f"{note}: {self.message}") if note else self
+
     def to_json(self) -> dict[str, Any]:
         return {
             "field": self.field,
