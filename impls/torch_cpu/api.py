@@ -88,7 +88,8 @@ def _scores(config: Config, k_rows: torch.Tensor | None, s_rows: torch.Tensor | 
             car: _Carried) -> np.ndarray:
     """DLA-2: ``iota [R, T]`` in float64 (see :mod:`dla.impls.torch_cpu.plan`); a cache at
     position 0 is a fresh sequence (DLA-2.3)."""
-    return token_scores(config.score, None if k_rows is None else _np64(k_rows),
+    external = config.score == "external"  # then k is not read: skip its float64 copy
+    return token_scores(config.score, None if k_rows is None or external else _np64(k_rows),
                         None if s_rows is None else _np64(s_rows), car.prev_key,
                         carried=car.part.position > 0)
 
@@ -163,8 +164,11 @@ def forward(
         val.check_plan(plan, B, T, H, C)
     scale = config.resolved_scale(K)
     named = (("q", q), ("k", k), ("v", v), ("g", g), ("lam", lam))
-    rows: dict[str, torch.Tensor | None] = {n: to_rows(x.to(dt)) for n, x in named}
-    rows["beta"] = None if beta is None else to_rows(beta.to(dt))
+    # one contiguous copy per input here; a strided row view (e.g. B = 1) would be copied
+    # again by every matmul, index_select and flatten of the executor that reads it
+    rows: dict[str, torch.Tensor | None] = {
+        n: to_rows(x.to(dt)).contiguous() for n, x in named}
+    rows["beta"] = None if beta is None else to_rows(beta.to(dt)).contiguous()
     s_r = None if scores is None else to_rows(scores)
     plan_r = None if plan is None else {
         f: to_rows(torch.as_tensor(getattr(plan, f)).to(torch.int64))

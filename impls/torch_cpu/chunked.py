@@ -87,6 +87,24 @@ def _slot_of(st: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(st.contiguous(), p.contiguous(), right=True) - 1
 
 
+def _token_slots(st: torch.Tensor, a: torch.Tensor, L: int) -> torch.Tensor:
+    """Slot of token ``s`` of the chunk (position ``a + s``) in the partition ``st [.., L, C]``
+    of every readout ``t``: ``#{c: st_t[c] <= a + s} - 1``, as a ``[.., L, L]`` table.
+
+    The same count as :func:`_slot_of` on the ``L x L`` grid, but the positions of a chunk
+    are consecutive, so each start only marks the first token it covers
+    (``clamp(start - a, 0, L)``; column ``L`` means "none of the chunk") and a
+    cumulative sum along ``s`` counts the starts ``<= a + s``: one pass over the table
+    instead of a binary search per entry.
+    """
+    C = st.shape[-1]
+    first = (st - a[..., None, None]).clamp_(0, L)
+    small = torch.uint8 if C < 256 else torch.int64  # per-entry marks are at most C
+    marks = torch.zeros((*st.shape[:-1], L + 1), dtype=small)
+    marks.scatter_add_(-1, first, torch.ones((), dtype=small).expand(first.shape))
+    return marks[..., :L].cumsum(-1, dtype=torch.int64) - 1
+
+
 def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
                 pos: torch.Tensor, starts0: torch.Tensor, count0: torch.Tensor,
                 L: int, dtype: torch.dtype) -> ChunkIndex:
@@ -102,7 +120,7 @@ def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
     if C == 1:
         slot_tt = torch.zeros(R, NC, L, L, dtype=torch.int64)
     else:
-        slot_tt = _slot_of(st, p.unsqueeze(2).expand(R, NC, L, L))
+        slot_tt = _token_slots(st, p[:, :, 0], L)
     # partition at a - 1 of every chunk
     prev_st = torch.cat([starts0.unsqueeze(1), starts.view(R, NC, L, C)[:, :-1, -1]], 1)
     prev_cnt = torch.cat([count0.unsqueeze(1), count.view(R, NC, L)[:, :-1, -1]], 1)
@@ -207,8 +225,9 @@ def _piece_contributions(ops: ChunkOps, idx: ChunkIndex, vc: torch.Tensor, C: in
     NC = vc.shape[1]
     order = torch.argsort(idx.piece_n, stable=True)
     pr, pn, pc = idx.piece_r[order], idx.piece_n[order], idx.piece_c[order]
-    Wp = ops.W[pr, pn] * idx.piece_mask[order].unsqueeze(-1)
-    Up = (Wp.transpose(-1, -2) @ vc[pr, pn]).flatten(1)
+    flat = pr * NC + pn  # index_select on [R * NC, L, .] is far cheaper than W[pr, pn]
+    Wp = ops.W.flatten(0, 1).index_select(0, flat) * idx.piece_mask[order].unsqueeze(-1)
+    Up = (Wp.transpose(-1, -2) @ vc.flatten(0, 1).index_select(0, flat)).flatten(1)
     per_chunk = torch.bincount(pn, minlength=NC).tolist()
     return torch.split(Up, per_chunk), torch.split(pr * C + pc, per_chunk)
 
@@ -234,7 +253,8 @@ def _recurrence(ops: ChunkOps, idx: ChunkIndex, w_old: torch.Tensor, S0: torch.T
         else:
             Sd = (ops.phi[:, n].unsqueeze(1) @ S.view(R, C, Kd, Vd)).view(R, C, Kd * Vd)
             S = idx.mem[:, n] @ Sd
-        S = S.reshape(R * C, Kd * Vd).index_add(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
+        # in place: S is the fresh product above, which no backward formula reads
+        S = S.reshape(R * C, Kd * Vd).index_add_(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
     return torch.stack(outs, 1), S.view(R, C, Kd, Vd)
 
 
