@@ -53,7 +53,11 @@ def test_masked_form_is_not_trivially_equal_when_labels_matter():
        base=st.sampled_from(["gla", "delta"]), score=SCORES)
 def test_equal_lam_gives_the_single_state_base_model(seed, B, T, H, K, V, C, tau, policy, base,
                                                      score):
-    """DLA-5.5: with all ``lam`` entries 1, the output is that of the single-state base model."""
+    """DLA-5.5: with all ``lam`` entries 1, the output is that of the single-state base model.
+
+    The oracle ``base_recurrence`` writes out DLA-5.1 (gated linear attention)
+    and DLA-5.2 (the gated delta rule) independently of the reference.
+    """
     C = capacity_for(policy, T, C)
     x = random_inputs(seed, B, T, H, K, V, C, base=base, score=score)
     x["lam"] = np.ones_like(x["lam"])
@@ -66,7 +70,11 @@ def test_equal_lam_gives_the_single_state_base_model(seed, B, T, H, K, V, C, tau
        tau=TAUS, policy=POLICIES, base=st.sampled_from(["gla", "delta"]), score=SCORES)
 def test_sum_of_cached_states_equals_base_state_at_every_prefix(seed, T, H, C, tau, policy, base,
                                                                 score):
-    """DLA-5.5, DLA-7.1: after every prefix, the cached states sum to the base model's state."""
+    """DLA-5.5, DLA-7.1: after every prefix, the cached states sum to the base model's state.
+
+    DLA-5.1, DLA-5.2: the transition is linear, so the sum matches only if it is
+    applied to *every* state (a skipped or mis-transitioned state breaks it).
+    """
     K, V = 3, 2
     C = capacity_for(policy, T, C)
     x = random_inputs(seed, 1, T, H, K, V, C, base=base, score=score)
@@ -82,7 +90,10 @@ def test_sum_of_cached_states_equals_base_state_at_every_prefix(seed, T, H, C, t
 @given(seed=st.integers(0, 2**16), T=st.integers(1, 30), H=st.integers(1, 2), tau=TAUS,
        base=st.sampled_from(["gla", "delta"]), score=SCORES)
 def test_capacity_one_is_the_base_model(seed, T, H, tau, base, score):
-    """DLA-5.5: ``C = 1`` is gated linear attention / the gated delta rule, scaled by ``lam[0]``."""
+    """DLA-5.5: ``C = 1`` is gated linear attention / the gated delta rule, scaled by ``lam[0]``.
+
+    DLA-5.1, DLA-5.2: the oracle is the single-state recurrence of each base.
+    """
     K, V = 4, 3
     x = random_inputs(seed, 1, T, H, K, V, 1, base=base, score=score)
     cfg = config(1, tau=tau, score=score, base=base)
@@ -188,3 +199,51 @@ def test_injected_plan_cache_information_uses_own_scores(iota, C, tau):
     want = [sum(iota[a:b]) for a, b in zip(starts, [*starts[1:], T], strict=True)]
     assert cache.starts[0, 0, :n].tolist() == starts
     assert cache.info[0, 0, :n].tolist() == want
+
+
+# ----------------------------------------------------------------- DLA-5.6 closed form
+def transition(base: str, g: float, k: np.ndarray, beta: float) -> np.ndarray:
+    """``A_t`` of DLA-5.1 / DLA-5.2 as a ``K x K`` matrix."""
+    eye = np.eye(k.shape[0])
+    return np.exp(g) * (eye if base == "gla" else eye - beta * np.outer(k, k))
+
+
+def closed_form_states(x: dict, base: str, starts: list[int], t: int, b: int, h: int):
+    """``S(t) = sum_{s=a}^{e} Phi(t, s) W_s`` for each segment ``[a, e]`` of ``starts``."""
+    k, v, g = x["k"][b, :, h], x["v"][b, :, h], x["g"][b, :, h]
+    beta = x["beta"][b, :, h] if base == "delta" else np.ones(len(g))
+    out = []
+    for a, end in zip(starts, [*starts[1:], t + 1], strict=True):
+        S = np.zeros((k.shape[1], v.shape[1]))
+        for s in range(a, end):
+            phi = np.eye(k.shape[1])  # Phi(t, s) = A_t A_{t-1} ... A_{s+1}
+            for r in range(s + 1, t + 1):
+                phi = transition(base, g[r], k[r], beta[r]) @ phi
+            S += phi @ (beta[s] * np.outer(k[s], v[s]))
+        out.append(S)
+    return out
+
+
+@given(seed=st.integers(0, 2**16), T=st.integers(1, 14), C=st.integers(1, 4), tau=TAUS,
+       policy=POLICIES, base=st.sampled_from(["gla", "delta"]), score=SCORES,
+       cut=st.integers(0, 14))
+def test_states_equal_their_closed_form(seed, T, C, tau, policy, base, score, cut):
+    """DLA-5.6: each final state is ``sum_s Phi(t, s) W_s`` over its segment only.
+
+    Computed per state from the spec's formula (products of ``A_r``), so a state
+    that missed a transition, took a token of its neighbour or was merged
+    without summing fails. With a cut, the first call's cache is continued
+    (carried matrices stand for the carried tokens and are transitioned too).
+    """
+    H = 2
+    C = capacity_for(policy, T, C)
+    x = random_inputs(seed, 1, T, H, 3, 2, C, base=base, score=score)
+    cfg = config(C, tau=tau, score=score, policy=policy, base=base)
+    cut = min(cut, T)
+    _, cache = forward(**slice_t(x, 0, cut), config=cfg, output_final_cache=True)
+    _, cache = forward(**slice_t(x, cut, T), config=cfg, initial_cache=cache,
+                       output_final_cache=True)
+    for h in range(H):
+        n = int(cache.count[0, h])
+        want = closed_form_states(x, base, cache.starts[0, h, :n].tolist(), T - 1, 0, h)
+        np.testing.assert_allclose(cache.states[0, h, :n], np.stack(want), rtol=RTOL, atol=ATOL)
