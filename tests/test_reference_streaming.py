@@ -85,11 +85,18 @@ def test_streaming_in_pieces_equals_one_pass(seed, B, T, H, C, tau, policy, base
 @given(seed=st.integers(0, 2**16), T=st.integers(0, 12), C=st.integers(1, 4), tau=TAUS,
        base=BASES, score=SCORES)
 def test_empty_cache_is_the_same_as_no_cache(seed, T, C, tau, base, score):
-    """DLA-7.1: ``empty_cache`` describes a fresh sequence (DLA-2.3: its first score is 0)."""
+    """DLA-7.3: ``empty_cache`` is the same as no cache: plan, outputs and final cache.
+
+    Also its layout (count 0, ``-1`` slots, zero floats, position 0) and DLA-2.3:
+    its first score is 0 (under key_cosine a non-zero score would open a state).
+    """
     x = random_inputs(seed, 2, T, 2, 3, 2, C, base=base, score=score)
     cfg = config(C, tau=tau, score=score, base=base)
     o1, c1 = forward(**x, config=cfg, output_final_cache=True)
     fresh = empty_cache(2, 2, C, 3, 2)
+    assert (fresh.count == 0).all() and (fresh.position == 0).all()
+    assert (fresh.starts == -1).all() and (fresh.labels == -1).all()
+    assert not (fresh.states.any() or fresh.info.any() or fresh.prev_key.any())
     o2, c2 = forward(**x, config=cfg, output_final_cache=True, initial_cache=fresh)
     np.testing.assert_array_equal(o1, o2)
     assert_caches_equal(c1, c2)
@@ -107,7 +114,10 @@ def test_empty_call_returns_an_empty_output_and_a_fresh_cache():
 @given(iota=st.lists(st.integers(0, 8).map(lambda i: i / 4), min_size=1, max_size=20),
        cut=st.integers(0, 20), C=st.integers(1, 4), tau=TAUS)
 def test_continued_plan_matches_naive_planner_from_a_cache(iota, cut, C, tau):
-    """DLA-6.1, DLA-7.1: positions of a continued plan count the carried tokens."""
+    """DLA-1.5, DLA-6.1, DLA-7.1: positions of a continued plan count the carried tokens.
+
+    The naive planner numbers the tokens of the continued call ``position + j``.
+    """
     cut = min(cut, len(iota))
     T = len(iota)
     x = random_inputs(0, 1, T, 1, 2, 2, C, score="external")
@@ -225,3 +235,34 @@ def test_int32_cache_and_plan_fields_are_accepted(seed, P, T, C, score):
     assert_caches_equal(f32, f64)
     assert f32.count.dtype == np.int64 and f32.position.dtype == np.int64  # returned as int64
     assert_plans_equal(plan_of(cfg, rest, initial_cache=c32), plan)
+
+
+@given(P=st.integers(0, 8), T=st.integers(1, 8), lengths=varlen_strategy(3, 5),
+       score=SCORES)
+def test_positions_count_carried_tokens_and_restart_per_sequence(P, T, lengths, score):
+    """DLA-1.5: local index ``t`` of a call continuing ``P`` tokens has position ``P + t``.
+
+    With ``tau < 0`` and room for every token, each token opens a state at its
+    position, so the starts at readout ``t`` are exactly ``0 .. P + t``; the
+    final cache's ``position`` is ``P + T``. With ``cu_seqlens`` positions
+    count from the start of each packed sequence.
+    """
+    C = P + T + 1
+    cfg = config(C, tau=-1.0, score=score)
+    x = random_inputs(P, 1, P + T, 2, 3, 2, C, score=score)
+    _, cache = forward(**slice_t(x, 0, P), config=cfg, output_final_cache=True)
+    rest = slice_t(x, P, P + T)
+    plan = plan_of(cfg, rest, initial_cache=cache)
+    _, final = forward(**rest, config=cfg, initial_cache=cache, output_final_cache=True)
+    for t in range(T):
+        assert (plan.starts[0, t] == padded(list(range(P + t + 1)), C)).all()
+    assert (final.position == P + T).all()
+    assert (final.starts[0] == padded(list(range(P + T)), C)).all()
+    # packed: every sequence restarts at position 0
+    Cv = max(lengths) + 1
+    y = random_inputs(1, 1, sum(lengths), 2, 3, 2, Cv, score=score)
+    segs, cu = packed(y, lengths)
+    vplan = plan_of(config(Cv, tau=-1.0, score=score), y, cu_seqlens=cu)
+    for a, b in segs:
+        for j in range(b - a):
+            assert (vplan.starts[0, a + j] == padded(list(range(j + 1)), Cv)).all()
