@@ -293,3 +293,30 @@ def test_fenwick_margins_are_infinite_and_information_is_accumulated(iota, extra
     assert cache.info[0, 0, :n].tolist() == want  # dyadic: every order of addition is exact
     assert cache.starts[0, 0].tolist() == padded(last.starts, C)
     assert cache.labels[0, 0].tolist() == padded(last.labels, C)
+
+
+@given(seed=st.integers(0, 2**16), T=st.integers(1, 16), C=st.integers(1, 4), tau=TAUS)
+def test_external_scores_are_the_given_scores_and_keys_do_not_matter(seed, T, C, tau):
+    """DLA-2.4: ``iota_t = scores_t`` (token 0 keeps its score), and keys do not change the plan.
+
+    With ``tau < 0`` and ``C >= T`` every token is its own state, so the
+    cache's information is ``iota`` token by token (DLA-3.2); the first entry
+    is the given score, not 0 as under key_cosine (DLA-2.3).
+    """
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0.0, 2.0, (1, T, 2)) + 0.01  # token 0 has a non-zero score
+    x = random_inputs(seed, 1, T, 2, 3, 2, T, score="external")
+    x["scores"] = scores
+    _, cache = forward(**x, config=config(T, tau=-1.0, score="external"), output_final_cache=True)
+    np.testing.assert_array_equal(cache.info[0], scores[0].T)
+    cfg = config(C, tau=tau, score="external")
+    plan = make_plan(cfg, scores=scores)
+    other_k = rng.standard_normal(x["k"].shape)
+    for k in (x["k"], other_k, np.zeros_like(other_k)):
+        assert make_plan(cfg, k=k, scores=scores).equals(plan)
+    lam = np.ones((1, T, 2, C))
+    y = {**x, "k": other_k, "lam": lam}
+    _, c1 = forward(**{**x, "lam": lam}, config=cfg, output_final_cache=True)
+    _, c2 = forward(**y, config=cfg, output_final_cache=True)
+    for f in ("starts", "labels", "count", "info"):
+        np.testing.assert_array_equal(getattr(c1, f), getattr(c2, f), err_msg=f)
