@@ -288,7 +288,14 @@ def assert_names_rule(err: BaseException, arg: str, clause: str) -> None:
 @pytest.mark.parametrize(("setup", "mutate", "exc", "arg", "clause"),
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_forward_input_raises(setup, mutate, exc, arg, clause):
-    """DLA-9: the exception type, the argument's name and the clause id."""
+    """DLA-9, DLA-9.13: the exact exception type, the argument's name and the clause id.
+
+    DLA-9.13 error form: ``type(err) is exc`` (TypeError for kind/dtype,
+    ValueError for shape/value, nothing else), the message starts with the
+    argument's name and cites the clause. The ``cache-*`` cases break the rules
+    of a well-formed cache (DLA-7.4), the ``plan-*`` cases those of a
+    well-formed plan (DLA-6.4).
+    """
     x = mutate(valid(**setup))
     with pytest.raises(exc) as info:
         forward(**x)
@@ -306,7 +313,10 @@ PLAN_CASES = [c for c in CASES if c[0] in PLAN_IDS
 @pytest.mark.parametrize(("setup", "mutate", "exc", "arg", "clause"),
                          [c[1:] for c in PLAN_CASES], ids=[c[0] for c in PLAN_CASES])
 def test_bad_make_plan_input_raises(setup, mutate, exc, arg, clause):
-    """DLA-9 through ``make_plan``: the same rules on the arguments it shares with ``forward``."""
+    """DLA-9 through ``make_plan``: the same rules on the arguments it shares with ``forward``.
+
+    DLA-9.13: the same error form (exact type, argument name first, clause cited).
+    """
     x = mutate(valid(**setup))
     with pytest.raises(exc) as info:
         make_plan(x["config"], k=x["k"], scores=x.get("scores"),
@@ -452,3 +462,116 @@ def test_masked_form_refuses_what_it_does_not_cover(case):
     kw = {"initial_cache": empty_cache(B, H, C, K, V)} if case == "initial_cache" else {}
     with pytest.raises(ValueError, match=r"^masked: .*DLA-11\.5"):
         forward(**x, masked=True, output_final_cache=case == "output_final_cache", **kw)
+
+
+# ----------------------------------------------------------------- DLA-6.4 well-formed plan
+def every_token_opens(x: dict) -> dict:
+    """Scores above ``tau`` everywhere: counts 1, 2, 3, 4, 4, 4 and starts ``0 .. t`` early on."""
+    x["scores"] = np.ones_like(x["scores"])
+    return x
+
+
+def plan_entry(field: str, t: int, slot: int, value: int) -> Callable[[dict], dict]:
+    """Set ``plan.<field>[0, t, 0, slot]`` of the reference plan of ``x`` to ``value``."""
+    def f(x: dict) -> dict:
+        x = with_plan(every_token_opens(x))
+        return with_plan(x, **{field: _set(getattr(x["plan"], field), (0, t, 0, slot), value)})
+    return f
+
+
+def swap_starts(x: dict) -> dict:
+    x = with_plan(every_token_opens(x))
+    starts = _set(x["plan"].starts, (0, 3, 0, slice(1, 3)), [2, 1])
+    return with_plan(x, starts=starts)
+
+
+#: (id, mutation, argument named): each breaks one rule of DLA-6.4 not covered by CASES.
+PLAN_RULES = [
+    ("starts-not-increasing", swap_starts, "plan.starts"),
+    ("start-after-p_t", plan_entry("starts", 1, 1, 2), "plan.starts"),
+    ("unused-start-not-minus-1", plan_entry("starts", 0, 1, 5), "plan.starts"),
+    ("unused-label-not-minus-1", plan_entry("labels", 0, 1, 0), "plan.starts"),
+    ("used-label-negative", plan_entry("labels", 3, 0, -1), "plan.labels"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "arg"), [c[1:] for c in PLAN_RULES],
+                         ids=[c[0] for c in PLAN_RULES])
+def test_a_plan_breaking_a_well_formedness_rule_is_refused(mutate, arg):
+    """DLA-6.4 (raised as DLA-9.10): strictly increasing starts ``<= p_t``, ``-1`` padding,
+    used labels in ``[0, C - 1]``; the unmutated plan of the same inputs is accepted."""
+    x = every_token_opens(valid(score="external"))
+    forward(**with_plan(x))
+    assert make_plan(x["config"], scores=x["scores"]).count[0, :, 0].tolist() == [1, 2, 3, 4, 4, 4]
+    with pytest.raises(ValueError) as info:
+        forward(**mutate(valid(score="external")))
+    assert_names_rule(info.value, arg, "DLA-9.10")
+
+
+def test_plan_coarsening_at_t0_is_checked_against_the_carried_cache():
+    """DLA-6.4: at ``t = 0`` a plan coarsens the carried partition, or the empty one.
+
+    The plan of a continued call (starts ``0 .. 4`` after 4 carried tokens) is
+    well-formed with its cache; injected into a fresh call it opens states at
+    positions that do not exist yet, and is refused.
+    """
+    x = with_cache(valid(score="external"))
+    plan = make_plan(x["config"], scores=x["scores"], initial_cache=x["initial_cache"])
+    assert (plan.count[0, 0] > 1).all()
+    forward(**x, plan=plan)  # well-formed with its cache
+    with pytest.raises(ValueError) as info:
+        forward(**valid(score="external"), plan=plan)
+    assert_names_rule(info.value, "plan.starts", "DLA-9.10")
+
+
+# ----------------------------------------------------------------- DLA-7.4 well-formed cache
+#: (id, mutation, argument named): each breaks one rule of DLA-7.4 not covered by CASES.
+CACHE_RULES = [
+    ("count-negative", cache_field("count", lambda a: a * 0 - 1), "initial_cache.count"),
+    ("position-negative", cache_field("position", lambda a: a * 0 - 1), "initial_cache.position"),
+    ("oldest-start-not-0", cache_field("starts", lambda a: a + 1), "initial_cache.starts"),
+    ("label-out-of-range", cache_field("labels", lambda a: _set(a, (0, 1, 2), C)),
+     "initial_cache.labels"),
+    ("used-label-negative", cache_field("labels", lambda a: _set(a, (0, 0, 0), -1)),
+     "initial_cache.labels"),
+    ("unused-slot-info", lambda x: unused_slot_keeps_only_info(x), "initial_cache.states"),
+]
+
+
+def unused_slot_keeps_only_info(x: dict) -> dict:
+    """``forget_newest_slot`` with the slot's matrix zeroed: only its information is left."""
+    c = forget_newest_slot(x)["initial_cache"]
+    assert c.info[..., C - 1].all()
+    x["initial_cache"] = dataclasses.replace(c, states=_set(c.states, (..., C - 1, slice(None),
+                                                                       slice(None)), 0.0))
+    return x
+
+
+@pytest.mark.parametrize(("mutate", "arg"), [c[1:] for c in CACHE_RULES],
+                         ids=[c[0] for c in CACHE_RULES])
+def test_a_cache_breaking_a_well_formedness_rule_is_refused(mutate, arg):
+    """DLA-7.4 (raised as DLA-9.9): ``count >= 0``, ``position >= 0``, starts from 0, used labels
+    in ``[0, C - 1]``, unused slots padded with zeros; ``forward`` and ``make_plan`` refuse it."""
+    x = mutate(valid())
+    with pytest.raises(ValueError) as info:
+        forward(**x)
+    assert_names_rule(info.value, arg, "DLA-9.9")
+    with pytest.raises(ValueError) as info:
+        make_plan(x["config"], k=x["k"], initial_cache=x["initial_cache"])
+    assert_names_rule(info.value, arg, "DLA-9.9")
+
+
+@pytest.mark.parametrize("setup", [{}, {"base": "delta"}, {"score": "external"},
+                                   {"policy": "fenwick"}])
+def test_returned_caches_are_well_formed(setup):
+    """DLA-7.4: every final cache the reference returns passes the shared cache check,
+    after 0, some and all tokens, and continues without error."""
+    from dla.reference.validation import check_cache
+
+    x = valid(**setup)
+    cfg = x.pop("config")
+    for cut in (0, 1, T):
+        _, cache = forward(**{n: a[:, :cut] for n, a in x.items()}, config=cfg,
+                           output_final_cache=True)
+        check_cache(cache, B, H, C, K, V)
+        assert (cache.position == cut).all()
