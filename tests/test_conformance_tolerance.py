@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -93,6 +94,7 @@ def _plan_and_cache():
 
 
 def test_plan_comparison_is_exact_and_reports_the_first_difference() -> None:
+    """DLA-10.4: a label one off fails; the earliest differing readout is reported."""
     plan, _ = _plan_and_cache()
     assert compare_plan(plan, dataclasses.replace(plan)).passed
     labels = plan.labels.copy()
@@ -105,6 +107,7 @@ def test_plan_comparison_is_exact_and_reports_the_first_difference() -> None:
 
 
 def test_cache_integer_fields_exact_and_float_fields_by_tolerance() -> None:
+    """DLA-10.4: ``position`` one off fails even in float32; DLA-10.2 for the float fields."""
     _, cache = _plan_and_cache()
     assert compare_cache(cache, cache, "float64").passed
     nudged = dataclasses.replace(cache, states=cache.states * (1 + 1e-12))
@@ -127,8 +130,55 @@ def test_exact_comparison_counts_differences() -> None:
 
 
 def test_gradient_comparison_by_relative_rms() -> None:
+    """DLA-10.5: gradients pass iff ``||grad - fd|| / ||fd|| <= GRADIENT_RMS[dtype]``."""
     g = np.random.default_rng(2).standard_normal((4, 5))
     assert compare_gradient(g * (1 + 1e-8), g, "float64", "q").passed
     assert not compare_gradient(g * 1.01, g, "float64", "q").passed
     assert compare_gradient(g * (1 + 1e-4), g, "float32", "q").passed
     assert not compare_gradient(np.zeros_like(g), g, "float32", "q").passed
+
+
+# ------------------------------------------------------------------ DLA-10.4 exact comparisons
+@pytest.mark.parametrize("field", ["boundary", "count", "starts", "labels"])
+def test_every_plan_field_is_compared_exactly(field: str) -> None:
+    """DLA-10.4: one entry off by one (a flipped boundary) in any plan field fails."""
+    plan, _ = _plan_and_cache()
+    a = getattr(plan, field).copy()
+    a[0, 11, 1, ...] = ~a[0, 11, 1] if field == "boundary" else a[0, 11, 1] + 1
+    c = compare_plan(dataclasses.replace(plan, **{field: a}), plan)
+    assert not c.passed and c.field == f"plan.{field}" and c.where[:3] == (0, 11, 1)
+
+
+@pytest.mark.parametrize("dtype", sorted(TOLERANCES))
+@pytest.mark.parametrize("field", ["starts", "labels", "count", "position"])
+def test_integer_cache_fields_are_exact_in_every_dtype(field: str, dtype: str) -> None:
+    """DLA-10.4: an integer cache field one off fails, even under the loosest tolerance."""
+    _, cache = _plan_and_cache()
+    a = getattr(cache, field).copy()
+    a.flat[a.size - 1] += 1  # the last entry: one of many, so an average would hide it
+    c = compare_cache(dataclasses.replace(cache, **{field: a}), cache, dtype)
+    assert not c.passed and c.field == f"cache.{field}"
+    assert compare_cache(cache, cache, dtype).passed
+
+
+def test_golden_error_types_are_compared_exactly() -> None:
+    """DLA-10.4: an implementation raising TypeError where a golden case expects ValueError
+    fails exactly those cases (and still passes the cases that expect TypeError)."""
+    from dla.conformance import certify
+    from dla.conformance.golden import iter_cases
+
+    class WrongErrorType:
+        CLAIMS: ClassVar[dict] = dict(ref.CLAIMS)
+        make_plan = staticmethod(ref.make_plan)
+
+        @staticmethod
+        def forward(*args, **kw):
+            try:
+                return ref.forward(*args, **kw)
+            except ValueError as exc:
+                raise TypeError(str(exc)) from None
+
+    report = certify(WrongErrorType(), levels=["golden"], dtype="float64")
+    failed = {r.check for r in report.results if not r.passed}
+    expected = {f"invalid {c.name}" for c in iter_cases() if c.error == "ValueError"}
+    assert expected and failed == expected
