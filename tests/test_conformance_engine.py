@@ -22,6 +22,8 @@ from dla.conformance.levels import resolve_levels
 
 
 def test_reference_certifies_on_every_level_it_claims() -> None:
+    """DLA-12.1 to DLA-12.5, DLA-12.7: the reference passes every claimed level, in every
+    claimed dtype, and every check reports the clause it tests (section 12)."""
     levels = list(ref.CLAIMS["levels"])
     report = certify("reference", levels=levels, profile="ci", seed=0)
     failures = [
@@ -39,6 +41,7 @@ def test_reference_certifies_on_every_level_it_claims() -> None:
 
 
 def test_default_levels_are_the_claims_plus_properties() -> None:
+    """DLA-12.8: the properties run for every implementation, claimed levels or not."""
     assert resolve_levels(None, {"levels": ("execute", "plan")}) == [
         "plan",
         "execute",
@@ -142,12 +145,44 @@ class _Crashes(_Wrapped):
     ],
 )
 def test_each_level_catches_what_it_certifies(impl: Any, level: str, clause: str) -> None:
+    """DLA-12.1 (plan), DLA-12.2 (execute), DLA-12.3 (end_to_end), DLA-12.4 (streaming),
+    DLA-12.5 (varlen): each level fails an implementation breaking what it certifies."""
     report = certify(impl, levels=[level], dtype="float32")
     assert not report.passed
     assert clause in report.failed_clauses()
     assert report.level_passed() == {level: False}
     # and the reference passes the very same checks
     assert certify("reference", levels=[level], dtype="float32").passed
+
+
+#: What section 12 says each level covers, as words its check names must contain.
+LEVEL_COVERS = {
+    "plan": ["dla ", "fenwick", "key_cosine", "external", "carried cache", "margin>", "dyadic"],
+    "execute": ["gla", "delta", "dla ", "fenwick", "plan injected", "near-tie"],
+    "end_to_end": ["gla", "delta", "dla ", "fenwick", "margin>", "dyadic"],
+    "streaming": ["in pieces == one pass", "reference cache -> implementation",
+                  "implementation cache -> reference", "empty cache"],
+    "varlen": ["packed == separate calls", "carried cache", "malformed cu_seqlens"],
+}
+
+
+@pytest.mark.parametrize("level", sorted(LEVEL_COVERS))
+def test_each_level_covers_what_its_clause_lists(level: str) -> None:
+    """DLA-12.1: plan parity for both policies, both score sources, with and without a carried
+    cache, on margin-bounded or dyadic inputs; DLA-12.2: execute for both bases and policies,
+    near ties included; DLA-12.3: end_to_end on margin-bounded and dyadic inputs; DLA-12.4:
+    pieces vs one pass, caches both ways, DLA-7.3; DLA-12.5: packed vs separate, N-row cache,
+    malformed ``cu_seqlens``. Every check of a level cites its clause."""
+    from dla.conformance.levels import LEVEL_CLAUSE, collect
+    from dla.conformance.loader import load
+
+    _, _, work = collect(load("reference"), [level], "float32", None, "ci", 0)
+    names = " | ".join(check.name for _, check in work)
+    missing = [w for w in LEVEL_COVERS[level] if w not in names]
+    assert not missing, f"{level} has no check for {missing}: {names}"
+    assert all(LEVEL_CLAUSE[level] in check.clause for _, check in work)
+    if level == "streaming":
+        assert any("DLA-7.3" in check.clause for _, check in work)
 
 
 def test_a_wrong_token_is_located() -> None:
@@ -267,6 +302,8 @@ class TorchMaskedGLA:
 
 
 def test_a_torch_implementation_certifies_including_gradients() -> None:
+    """DLA-12.6, DLA-10.5: autograd gradients vs finite differences of the float64 reference
+    (plan frozen) pass within ``GRADIENT_RMS`` in float64 and float32."""
     report = certify(
         TorchMaskedGLA(),
         dtype=["float64", "float32"],
@@ -282,6 +319,7 @@ def test_a_torch_implementation_certifies_including_gradients() -> None:
 
 
 def test_the_gradients_level_catches_a_missing_gradient() -> None:
+    """DLA-12.6, DLA-10.5: a gradient that does not reach ``v`` fails the relative-RMS test."""
     report = certify(TorchMaskedGLA(detach_v=True), levels=["gradients"], dtype="float64")
     assert not report.passed
     assert any("grad v" in r.detail for r in report.results if not r.passed)
