@@ -48,6 +48,7 @@ def _failed(results: list) -> set[str]:
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_reference_satisfies_every_property(dtype: str) -> None:
+    """DLA-12.8: the reference satisfies every property check."""
     results = property_checks(Adapter("reference", dtype=dtype), profile="ci", seed=0)
     assert [r.check for r in results] == [p.check for p in PROPERTIES]  # streaming, varlen claimed
     assert all(r.passed for r in results), [r.detail for r in results if not r.passed]
@@ -65,6 +66,7 @@ def test_property_checks_fail_causality_and_capacity_bugs(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(CAUGHT_BY))
 def test_each_property_catches_its_broken_variant(name: str) -> None:
+    """DLA-12.8: each property fails a variant that breaks the clause it certifies."""
     clause = CAUGHT_BY[name]
     adapter = Adapter(BROKEN[name][0])
     props = [p for p in applicable(adapter) if p.clause == clause]
@@ -72,6 +74,20 @@ def test_each_property_catches_its_broken_variant(name: str) -> None:
     results = [run_property(p, adapter, "ci", 0) for p in props]
     assert not all(r.passed for r in results), f"{clause} properties missed {name}"
     assert not any(r.detail.startswith("raised") for r in results if not r.passed)
+
+
+#: The properties DLA-12.8 lists, by the clause each certifies.
+LISTED_IN_12_8 = {"DLA-3.3", "DLA-5.3", "DLA-3.6", "DLA-3.5", "DLA-4.1", "DLA-3.1", "DLA-3.4",
+                  "DLA-5.5", "DLA-1.1", "DLA-7.2", "DLA-8.1"}
+
+
+def test_the_properties_are_those_the_clause_lists() -> None:
+    """DLA-12.8: causality, invariants, labels, dyadic boundaries and merges, conservation,
+    row independence, and (where claimed) stream splits and packing; drawn by Hypothesis.
+    An implementation claiming no level beyond execute still gets every non-claim property."""
+    assert {p.clause for p in PROPERTIES} == LISTED_IN_12_8
+    minimal = Adapter(BROKEN["future_query"][0])  # claims execute and end_to_end only
+    assert {p.clause for p in applicable(minimal)} == LISTED_IN_12_8 - {"DLA-7.2", "DLA-8.1"}
 
 
 def _falsifying_case(detail: str) -> Case:
