@@ -1,0 +1,112 @@
+"""Every clause of spec/SPEC.md is cited by at least one test (scripts/clause_coverage.py).
+
+The gate is checked on the real tree, and on made-up trees to show that it
+can fail: a test citing nothing, a helper no test names, or a file that is not
+a test file does not count.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "clause_coverage.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("clause_coverage", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def cov() -> ModuleType:
+    return _load()
+
+
+def test_every_spec_clause_is_cited_by_a_test(cov: ModuleType) -> None:
+    clauses = cov.spec_clauses()
+    assert len(clauses) > 50 and "DLA-1.1" in clauses and "DLA-12.8" in clauses
+    cites = cov.citations()
+    missing = [c for c in clauses if not cites.get(c)]
+    assert not missing, f"clauses no test cites: {missing} (python scripts/clause_coverage.py)"
+
+
+def _tree(root: Path, spec: str, files: dict[str, str]) -> Path:
+    (root / "spec").mkdir()
+    (root / "spec" / "SPEC.md").write_text(textwrap.dedent(spec))
+    tests = root / "tests"
+    tests.mkdir()
+    for name, text in files.items():
+        (tests / name).write_text(textwrap.dedent(text))
+    return tests
+
+
+FILES = {
+    "test_cites.py": '''
+        def test_merge():
+            """DLA-3.4: the oldest pair wins a tie."""
+            assert True
+        ''',
+    "test_silent.py": '''
+        TABLE = ["DLA-5.2"]
+
+
+        def helper():
+            """DLA-5.1, named by no test."""
+
+
+        def test_nothing():
+            assert 1 + 1 == 2
+
+
+        def test_uses_table():
+            assert TABLE
+        ''',
+    "helpers_not_a_test.py": '''
+        def test_looks_like_a_test():
+            """DLA-2.1"""
+        ''',
+}
+SPEC = """
+    **DLA-2.1 Key cosine.** ...
+
+    **DLA-3.4 Merge and tie-break.** ...
+
+    **DLA-5.1 GLA base.** ...
+
+    **DLA-5.2 Delta base.** ...
+    """
+
+
+def test_only_real_citations_count(cov: ModuleType, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A docstring citation and a named table count; silence, unnamed helpers and non-test
+    files do not."""
+    tests = _tree(tmp_path, SPEC, FILES)
+    monkeypatch.setattr(cov, "ROOT", tmp_path)
+    assert dict(cov.citations(tests)) == {
+        "DLA-3.4": {"tests/test_cites.py::test_merge"},
+        "DLA-5.2": {"tests/test_silent.py::test_uses_table"},
+    }
+    assert cov.spec_clauses() == ["DLA-2.1", "DLA-3.4", "DLA-5.1", "DLA-5.2"]
+
+
+def test_missing_clauses_fail_the_gate(cov: ModuleType, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``--missing`` lists the uncited clauses and exits 1; the table marks them **none**."""
+    _tree(tmp_path, SPEC, FILES)
+    monkeypatch.setattr(cov, "ROOT", tmp_path)
+    monkeypatch.setattr(cov.citations, "__defaults__", (tmp_path / "tests",))
+    assert cov.main(["--missing"]) == 1
+    assert capsys.readouterr().out.split() == ["DLA-2.1", "DLA-5.1"]
+    assert cov.main([]) == 0
+    table = capsys.readouterr().out
+    assert "| DLA-2.1 | **none** |" in table and "| DLA-3.4 | test_merge |" in table
