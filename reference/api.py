@@ -54,8 +54,8 @@ def from_rows(x: np.ndarray, B: int, H: int) -> np.ndarray:
     return np.moveaxis(x.reshape(B, H, *x.shape[1:]), 1, 2)
 
 
-def _f64(x: Any) -> np.ndarray | None:
-    return None if x is None else np.asarray(x, dtype=np.float64)
+def _f64(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
 
 
 def _segments(cu: np.ndarray | None, T: int) -> list[tuple[int, int]]:

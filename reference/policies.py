@@ -131,7 +131,7 @@ def plan_dla(
     return out, final
 
 
-def fenwick_level(t: np.ndarray, s: np.ndarray) -> np.ndarray:
+def fenwick_level(t: np.ndarray | int, s: np.ndarray | int) -> np.ndarray:
     """DLA-4.1: the level of token ``s`` seen from readout ``t``: ``bit_length(t XOR s)``."""
     x = np.bitwise_xor(np.asarray(t, np.int64), np.asarray(s, np.int64))
     level = np.zeros(x.shape, np.int64)
@@ -183,7 +183,9 @@ def _fenwick_step_row(st: PartitionState, r: int, t: int, iota_t: float, C: int)
     n = int(st.count[r])
     starts, info = st.starts[r, :n], st.info[r, :n]
     levels = fenwick_level(t, starts)
-    new_starts, new_info, new_labels = [], [], []
+    new_starts: list[int] = []
+    new_info: list[float] = []
+    new_labels: list[int] = []
     for j in range(n):  # oldest first; equal levels are adjacent (DLA-3.6)
         if new_labels and new_labels[-1] == levels[j]:
             new_info[-1] += info[j]

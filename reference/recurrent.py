@@ -35,6 +35,7 @@ def transition(S: np.ndarray, g_t: np.ndarray, k_t: np.ndarray, beta_t: np.ndarr
     if base == "gla":
         return decay * S
     # delta: S <- exp(g) (I - beta k k^T) S
+    assert beta_t is not None, "beta: required by the delta base (DLA-5.2)"
     kS = np.einsum("rk,rckv->rcv", k_t, S)
     return decay * (S - beta_t[:, None, None, None] * k_t[:, None, :, None] * kS[:, :, None, :])
 
@@ -42,7 +43,10 @@ def transition(S: np.ndarray, g_t: np.ndarray, k_t: np.ndarray, beta_t: np.ndarr
 def write(k_t: np.ndarray, v_t: np.ndarray, beta_t: np.ndarray | None, base: str) -> np.ndarray:
     """DLA-5.1, DLA-5.2 step 3: the rank-one write ``k v^T`` (``beta k v^T`` for delta)."""
     kv = k_t[:, :, None] * v_t[:, None, :]
-    return kv if base == "gla" else beta_t[:, None, None] * kv
+    if base == "gla":
+        return kv
+    assert beta_t is not None, "beta: required by the delta base (DLA-5.2)"
+    return beta_t[:, None, None] * kv
 
 
 def readout(q_t: np.ndarray, S: np.ndarray, lam_t: np.ndarray, labels: np.ndarray,

@@ -75,6 +75,7 @@ def _scores(config: Config, rows: Rows, k: torch.Tensor | None, scores: torch.Te
             init) -> torch.Tensor:
     """DLA-2: ``iota [B * T, H]`` float64."""
     if config.score == "external":
+        assert scores is not None  # validated: external scores are required (DLA-9.12)
         return scores.to(torch.float64).contiguous()
     return token_scores(k, rows, init[4])
 
@@ -98,7 +99,9 @@ def _to_plan(p: DevicePlan, B: int, T: int) -> Plan:
 
 def _from_plan(plan: Plan, dev: torch.device) -> DevicePlan:
     def f(x: Any, dt: torch.dtype) -> torch.Tensor:
-        return _flat(torch.as_tensor(x), dev).to(dt).contiguous()
+        flat = _flat(torch.as_tensor(x), dev)
+        assert flat is not None
+        return flat.to(dt).contiguous()
 
     return DevicePlan(boundary=f(plan.boundary, torch.bool), count=f(plan.count, torch.int32),
                       starts=f(plan.starts, torch.int32), labels=f(plan.labels, torch.int32),
