@@ -61,10 +61,11 @@ _BIG = torch.iinfo(torch.int64).max
 class ChunkIndex:
     """Integer structure of every chunk, shapes ``[R, NC, ...]`` (no gradients).
 
-    ``slot_tt [L, L]``: slot of token ``s`` at readout ``t`` (meaningful for
-    ``s <= t``); ``slot_old [L, C]``: slot of old state ``j`` at ``t``, with
-    ``old_used [C]`` marking the old states that exist; ``mem [C, C]``: old
-    state ``i`` inside new state ``j`` at the chunk end. The *pieces*
+    ``slot_tt [L, L]``: slot of token ``s`` at readout ``t`` *plus one* (meaningful
+    for ``s <= t``, where it is >= 1; a strided view); ``slot_old [L, C]``: slot
+    of old state ``j`` at ``t``, with ``old_used [C]`` marking the old states that
+    exist; ``mem [C, C]``: old state ``i`` inside new state ``j`` at the chunk end.
+    The *pieces*
     ``(piece_r, piece_n, piece_c) [J]`` list every state ``c`` at the end of
     chunk ``n`` of row ``r`` that holds tokens of that chunk, and
     ``piece_mask [J, L]`` marks those tokens. States are contiguous, so most
@@ -88,21 +89,20 @@ def _slot_of(st: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def _token_slots(st: torch.Tensor, a: torch.Tensor, L: int) -> torch.Tensor:
-    """Slot of token ``s`` of the chunk (position ``a + s``) in the partition ``st [.., L, C]``
-    of every readout ``t``: ``#{c: st_t[c] <= a + s} - 1``, as a ``[.., L, L]`` table.
+    """Slot plus one of token ``s`` of the chunk (position ``a + s``) in the partition
+    ``st [.., L, C]`` of every readout ``t``: ``#{c: st_t[c] <= a + s}``, a ``[.., L, L]`` table.
 
     The same count as :func:`_slot_of` on the ``L x L`` grid, but the positions of a chunk
     are consecutive, so each start only marks the first token it covers
     (``clamp(start - a, 0, L)``; column ``L`` means "none of the chunk") and a
     cumulative sum along ``s`` counts the starts ``<= a + s``: one pass over the table
-    instead of a binary search per entry.
+    instead of a binary search per entry. In place, in the one int64 table that
+    ``gather`` reads (no ``- 1`` pass: the reader prepends a zero column instead).
     """
-    C = st.shape[-1]
     first = (st - a[..., None, None]).clamp_(0, L)
-    small = torch.uint8 if C < 256 else torch.int64  # per-entry marks are at most C
-    marks = torch.zeros((*st.shape[:-1], L + 1), dtype=small)
-    marks.scatter_add_(-1, first, torch.ones((), dtype=small).expand(first.shape))
-    return marks[..., :L].cumsum(-1, dtype=torch.int64) - 1
+    marks = torch.zeros((*st.shape[:-1], L + 1), dtype=torch.int64)
+    marks.scatter_add_(-1, first, torch.ones((), dtype=torch.int64).expand(first.shape))
+    return marks.cumsum_(-1)[..., :L]
 
 
 def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
@@ -118,7 +118,7 @@ def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
     p = pos.view(R, NC, L)
     # slots of the chunk's tokens at each readout of the chunk (a plan covers [0, t], DLA-3.6)
     if C == 1:
-        slot_tt = torch.zeros(R, NC, L, L, dtype=torch.int64)
+        slot_tt = torch.ones((), dtype=torch.int64).expand(R, NC, L, L)
     else:
         slot_tt = _token_slots(st, p[:, :, 0], L)
     # partition at a - 1 of every chunk
@@ -171,8 +171,8 @@ def _decays(g: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     """``Gam [.., L, L]`` (exp of the masked in-chunk differences), ``exp(Gc)``, ``gamma``."""
     Gc = torch.cumsum(g, -1)
     causal = torch.ones(L, L, dtype=torch.bool).tril()
-    diff = Gc.unsqueeze(-1) - Gc.unsqueeze(-2)
-    gam = torch.exp(torch.where(causal, diff, float("-inf")))
+    # in place: two fewer [.., L, L] temporaries (sub and exp keep what backward needs)
+    gam = (Gc.unsqueeze(-1) - Gc.unsqueeze(-2)).masked_fill_(~causal, float("-inf")).exp_()
     return gam, torch.exp(Gc), torch.exp(Gc[..., -1:] - Gc)
 
 
@@ -290,6 +290,7 @@ def execute_chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, lam: Tensor,
     lw = _slot_weights(lamc, labels.view(R, NC, L, C))
     w_old = torch.gather(lw, 3, idx.slot_old) * idx.old_used.unsqueeze(2)  # [R, NC, L, C]
     o_inter, S = _recurrence(ops, idx, w_old, S0, U_n, dest_n, base)
-    o_intra = (ops.A * torch.gather(lw, 3, idx.slot_tt)) @ vc  # A is zero above the diagonal
+    lw1 = torch.cat([torch.zeros_like(lw[..., :1]), lw], -1)  # slot_tt is the slot plus one
+    o_intra = (ops.A * torch.gather(lw1, 3, idx.slot_tt)) @ vc  # A is zero above the diagonal
     o = scale * (o_inter + o_intra)
     return o.reshape(R, Tp, Vd)[:, :T], S
