@@ -9,11 +9,14 @@ Compares, over ``T``:
 
 Scores are external, uniform in ``[0, 1)``, so ``tau`` sets the boundary rate
 (``tau = 0.9``: about 10% of tokens open a state; ``tau = 0.99``: about 1%).
-Times are the best of ``--repeats`` runs in process CPU time, with one
-thread for torch and for NumPy's BLAS (set before NumPy loads): on a machine
-shared with other jobs, wall-clock times of multi-threaded runs (OpenMP
-threads stall at every barrier when a core is taken) lose all meaning, while
-the CPU time of a single-threaded run is what it would take alone.
+Times are the best of ``--repeats`` runs (after one warm-up call). With
+``--threads 1`` (the default) torch and NumPy's BLAS use one thread and the
+time is process CPU time: on a machine shared with other jobs that is what
+the run would take alone. With ``--threads N > 1`` both torch
+(``torch.set_num_threads``) and NumPy's BLAS (the thread variables, set
+before NumPy loads) get ``N`` threads and the time is wall-clock time, which
+only means something on a quiet machine: the load average (1 minute) is
+printed before and after each table.
 Peak memory is measured in a fresh subprocess per cell: the peak resident
 set size (Linux ``VmHWM``, reset just before the call) minus the resident
 size after the inputs were built, so it counts everything the call
@@ -22,6 +25,7 @@ allocates (NumPy or torch).
 Usage::
 
     python benchmarks/bench_torch_cpu.py [--T 512 2048 8192] [--ref-max-T 2048] [--repeats 3]
+        [--threads 1] [--only speed]
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import sys
 import time
 from collections.abc import Callable
 
+# the thread count must reach NumPy's BLAS before NumPy loads, so it is read here
+_THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1"
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+    os.environ.setdefault(_var, _THREADS)
 
 import numpy as np  # noqa: E402  (after the thread variables)
 import torch  # noqa: E402
@@ -149,7 +155,7 @@ def table_speed(Ts: list[int], C: int, taus: list[float], ref_max_T: int, repeat
             delta_t = best_time(_call("torch_cpu_delta", T, C, tau, 64), repeats)
             mem_t = peak_memory("torch_cpu", T, C, tau, 64)
             if T <= ref_max_T:
-                ref_t = best_time(_call("reference", T, C, tau, 64), 1)
+                ref_t = best_time(_call("reference", T, C, tau, 64), repeats if T <= 2048 else 1)
                 mem_r = peak_memory("reference", T, C, tau, 64)
                 ref_s, speed, mem_rs = f"{ref_t:.2f}", f"{ref_t / dla_t:.0f}x", f"{mem_r:.0f}"
             else:
@@ -206,20 +212,29 @@ def main() -> None:
     ap.add_argument("--chunk-T", type=int, default=2048)
     ap.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; > 1 switches to wall-clock time (use on an idle machine)")
+                    help="torch and NumPy BLAS threads; > 1 switches to wall-clock time")
+    ap.add_argument("--only", choices=["speed", "chunks", "plan"], help="print one table")
     ap.add_argument("--memory-child")
     a = ap.parse_args()
     if a.memory_child:
         _memory_child(a.memory_child)
         return
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32, "
-          f"B=1 H=4 K=V=64 C={a.C}\n")
-    table_speed(a.T, a.C, a.taus, a.ref_max_T, a.repeats)
-    print(f"\nChunk size, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
-    table_chunks(a.chunk_T, a.C, a.taus[0], a.chunks, a.repeats)
-    print(f"\nPlan stage alone, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
-    table_plan_rows(a.chunk_T, a.C, a.taus[0], [(1, 4), (8, 16)])
+    clock = "process CPU time" if a.threads == 1 else "wall-clock time"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (NumPy BLAS "
+          f"{os.environ['OMP_NUM_THREADS']}), {clock}, float32, B=1 H=4 K=V=64 C={a.C}")
+    if a.only in (None, "speed"):
+        print(f"\nload {os.getloadavg()[0]:.2f}\n")
+        table_speed(a.T, a.C, a.taus, a.ref_max_T, a.repeats)
+    if a.only in (None, "chunks"):
+        print(f"\nload {os.getloadavg()[0]:.2f}\n")
+        print(f"Chunk size, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
+        table_chunks(a.chunk_T, a.C, a.taus[0], a.chunks, a.repeats)
+    if a.only in (None, "plan"):
+        print(f"\nload {os.getloadavg()[0]:.2f}\n")
+        print(f"Plan stage alone, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
+        table_plan_rows(a.chunk_T, a.C, a.taus[0], [(1, 4), (8, 16)])
+    print(f"\nload {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
