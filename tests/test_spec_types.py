@@ -1,6 +1,6 @@
 """DLA-11.3 shared types: ``dla.Config``, ``dla.Plan`` and ``dla.Cache`` are frozen dataclasses
-with the fields of DLA-1.2, DLA-6.1 and DLA-7.1, shared by every implementation, and the
-import namespace is ``dla``.
+with the fields the spec gives them, shared by every implementation, and the import namespace
+is ``dla``.
 """
 
 from __future__ import annotations
