@@ -171,8 +171,8 @@ def test_each_level_covers_what_its_clause_lists(level: str) -> None:
     """DLA-12.1: plan parity for both policies, both score sources, with and without a carried
     cache, on margin-bounded or dyadic inputs; DLA-12.2: execute for both bases and policies,
     near ties included; DLA-12.3: end_to_end on margin-bounded and dyadic inputs; DLA-12.4:
-    pieces vs one pass, caches both ways, the empty cache; DLA-12.5: packed vs separate, N-row cache,
-    malformed ``cu_seqlens``. Every check of a level cites its clause."""
+    pieces vs one pass, caches both ways, the empty cache; DLA-12.5: packed vs separate,
+    N-row cache, malformed ``cu_seqlens``. Every check of a level cites its clause."""
     from dla.conformance.levels import LEVEL_CLAUSE, collect
     from dla.conformance.loader import load
 
