@@ -2,7 +2,7 @@
 
 Code, tests, fixtures and reports cite clause ids (``DLA-3.4``) and sections
 (``DLA-7``); a citation of a clause that does not exist is a defect and fails
-here. The tolerance table of DLA-10.1 must equal dla/conformance/tolerance.py.
+here. The spec's tolerance table must equal dla/conformance/tolerance.py.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ ORIGINAL_IDS = (
     [f"DLA-1.{i}" for i in range(1, 5)] + [f"DLA-2.{i}" for i in range(1, 5)]
     + [f"DLA-3.{i}" for i in range(1, 7)] + [f"DLA-4.{i}" for i in range(1, 4)]
     + [f"DLA-5.{i}" for i in range(1, 6)] + [f"DLA-6.{i}" for i in range(1, 4)]
-    + ["DLA-7.1", "DLA-7.2", "DLA-8.1"] + [f"DLA-9.{i}" for i in range(1, 13)]
-    + ["DLA-10.1", "DLA-10.2", "DLA-10.3", "DLA-11.1", "DLA-11.2"]
-)
+    + [f"DLA-7.{i}" for i in range(1, 3)] + [f"DLA-8.{i}" for i in range(1, 2)]
+    + [f"DLA-9.{i}" for i in range(1, 13)] + [f"DLA-10.{i}" for i in range(1, 4)]
+    + [f"DLA-11.{i}" for i in range(1, 3)]
+)  # built with f-strings so that the tests using this list do not count as citing each clause
 
 
 def defined_ids(text: str) -> list[str]:
@@ -121,9 +122,10 @@ def test_citations_elsewhere_resolve(clauses: set[str]) -> None:
 
 def test_a_wrong_citation_is_caught(clauses: set[str]) -> None:
     wrong_clause, wrong_section = "DLA-" + "3.99", "DLA-" + "42"  # built so this file cites neither
-    text = f'raise ValueError("g: <= 0 (DLA-9.5)")  # see {wrong_clause} and {wrong_section}'
+    good = "DLA-" + "9.5"  # an existing clause, built so this test does not count as citing it
+    text = f'raise ValueError("g: <= 0 ({good})")  # see {wrong_clause} and {wrong_section}'
     assert unresolved(text, clauses) == [wrong_clause, wrong_section]
-    assert unresolved("spec DLA-v1, clause DLA-11.1", clauses) == []
+    assert unresolved(f"spec DLA-v1, clause {good}, section DLA-{'11'}", clauses) == []
 
 
 def _exp(x: float) -> str:
