@@ -226,7 +226,7 @@ def _piece_contributions(ops: ChunkOps, idx: ChunkIndex, vc: torch.Tensor, C: in
     order = torch.argsort(idx.piece_n, stable=True)
     pr, pn, pc = idx.piece_r[order], idx.piece_n[order], idx.piece_c[order]
     flat = pr * NC + pn  # index_select on [R * NC, L, .] is far cheaper than W[pr, pn]
-    Wp = ops.W.flatten(0, 1).index_select(0, flat) * idx.piece_mask[order].unsqueeze(-1)
+    Wp = ops.W.flatten(0, 1).index_select(0, flat).mul_(idx.piece_mask[order].unsqueeze(-1))
     Up = (Wp.transpose(-1, -2) @ vc.flatten(0, 1).index_select(0, flat)).flatten(1)
     per_chunk = torch.bincount(pn, minlength=NC).tolist()
     return torch.split(Up, per_chunk), torch.split(pr * C + pc, per_chunk)
