@@ -133,6 +133,13 @@ def _worst(comps: Sequence[Comparison]) -> Comparison:
     return max(comps, key=lambda c: c.ratio)
 
 
+def _merge_clauses(own: str, cited: str) -> str:
+    """``own`` followed by the ids of ``cited`` it lacks (results of a check cite its clauses)."""
+    ids = [c.strip() for c in own.split(",") if c.strip()]
+    ids += [c.strip() for c in cited.split(",") if c.strip() and c.strip() not in ids]
+    return ", ".join(ids)
+
+
 def run_check(check: Check, ctx: Context) -> list[ClauseResult]:
     """Run one check; an exception is a failure of that check, never a crash of the run."""
     tags = {"dtype": ctx.dtype, "device": ctx.device}
@@ -160,6 +167,7 @@ def run_check(check: Check, ctx: Context) -> list[ClauseResult]:
     results = [i for i in items if isinstance(i, ClauseResult)]
     if items and len(results) == len(items):
         for r in results:
+            r.clause = _merge_clauses(r.clause, check.clause)
             r.dtype, r.device = r.dtype or ctx.dtype, r.device or ctx.device
             r.seconds = r.seconds or seconds / len(results)
         return results

@@ -166,7 +166,7 @@ def property_checks(ctx: Context) -> list[Check]:
         fn = props.property_checks
     except Exception as exc:
         return _unavailable(
-            "properties", "DLA-3.6", "property checks (dla.conformance.properties)", exc
+            "properties", "DLA-12.8", "property checks (dla.conformance.properties)", exc
         )
 
     def run() -> list[ClauseResult]:
@@ -175,4 +175,5 @@ def property_checks(ctx: Context) -> list[Check]:
             r.level = "properties"
         return results
 
-    return [Check("properties", "DLA-3.6", "property checks", run)]
+    # Each property result cites its own clause; run_check adds this level's (DLA-12.8).
+    return [Check("properties", "DLA-12.8", "property checks", run)]

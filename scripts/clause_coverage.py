@@ -66,7 +66,7 @@ def citations(test_dir: Path = ROOT / "tests") -> dict[str, set[str]]:
                 for name in named & top.keys():
                     ids |= top[name]
                 for cid in ids:
-                    out[cid].add(f"{path.relative_to(ROOT)}::{node.name}")
+                    out[cid].add(f"{path.relative_to(test_dir.parent)}::{node.name}")
     return out
 
 
