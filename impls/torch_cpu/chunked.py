@@ -61,8 +61,8 @@ _BIG = torch.iinfo(torch.int64).max
 class ChunkIndex:
     """Integer structure of every chunk, shapes ``[R, NC, ...]`` (no gradients).
 
-    ``slot_tt [L, L]``: slot of token ``s`` at readout ``t`` *plus one* (meaningful
-    for ``s <= t``, where it is >= 1; a strided view); ``slot_old [L, C]``: slot
+    ``part [L, C]``: the partition (starts, unused = BIG) at each readout;
+    ``slot_old [L, C]``: slot
     of old state ``j`` at ``t``, with ``old_used [C]`` marking the old states that
     exist; ``mem [C, C]``: old state ``i`` inside new state ``j`` at the chunk end.
     The *pieces*
@@ -72,7 +72,7 @@ class ChunkIndex:
     chunks have one piece: ``J`` is about ``R * NC``, not ``R * NC * C``.
     """
 
-    slot_tt: torch.Tensor
+    part: torch.Tensor
     slot_old: torch.Tensor
     old_used: torch.Tensor
     mem: torch.Tensor
@@ -116,11 +116,6 @@ def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
     ar = torch.arange(C)
     st = torch.where(ar < count.unsqueeze(-1), starts, _BIG).view(R, NC, L, C)
     p = pos.view(R, NC, L)
-    # slots of the chunk's tokens at each readout of the chunk (a plan covers [0, t], DLA-3.6)
-    if C == 1:
-        slot_tt = torch.ones((), dtype=torch.int64).expand(R, NC, L, L)
-    else:
-        slot_tt = _token_slots(st, p[:, :, 0], L)
     # partition at a - 1 of every chunk
     prev_st = torch.cat([starts0.unsqueeze(1), starts.view(R, NC, L, C)[:, :-1, -1]], 1)
     prev_cnt = torch.cat([count0.unsqueeze(1), count.view(R, NC, L)[:, :-1, -1]], 1)
@@ -130,7 +125,7 @@ def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
     end_slot_old = slot_old[:, :, -1]  # [R, NC, C_old]
     mem = (end_slot_old.unsqueeze(-2) == ar.view(1, 1, C, 1)) & prev_used.unsqueeze(-2)
     pr, pn, pc, pmask = _pieces(st[:, :, -1], count.view(R, NC, L)[:, :, -1], p[:, :, 0], L)
-    return ChunkIndex(slot_tt, slot_old, prev_used.to(dtype), mem.to(dtype), pr, pn, pc,
+    return ChunkIndex(st, slot_old, prev_used.to(dtype), mem.to(dtype), pr, pn, pc,
                       pmask.to(dtype))
 
 
@@ -158,10 +153,10 @@ def _slot_weights(lam: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ChunkOps:
-    """The chunk operators of the module docstring, shapes ``[R, NC, ...]``.
+    """The chunk operators of the module docstring but ``A`` (returned apart, so that it is
+    freed once the intra-chunk readout is done), shapes ``[R, NC, ...]``.
     ``phi`` is ``[R, NC]`` (a scalar decay) for gla and ``[R, NC, K, K]`` for delta."""
 
-    A: torch.Tensor
     Qe: torch.Tensor
     W: torch.Tensor
     phi: torch.Tensor
@@ -176,15 +171,16 @@ def _decays(g: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     return gam, torch.exp(Gc), torch.exp(Gc[..., -1:] - Gc)
 
 
-def ops_gla(q: Tensor, k: Tensor, g: Tensor, L: int) -> ChunkOps:
-    """DLA-5.1 chunk operators."""
+def ops_gla(q: Tensor, k: Tensor, g: Tensor, L: int) -> tuple[Tensor, ChunkOps]:
+    """DLA-5.1 chunk operators ``A`` and the rest."""
     gam, e, gamma = _decays(g, L)
     A = (q @ k.transpose(-1, -2)) * gam
-    return ChunkOps(A, q * e.unsqueeze(-1), k * gamma.unsqueeze(-1), e[..., -1])
+    return A, ChunkOps(q * e.unsqueeze(-1), k * gamma.unsqueeze(-1), e[..., -1])
 
 
-def ops_delta(q: Tensor, k: Tensor, g: Tensor, beta: Tensor, L: int) -> ChunkOps:
-    """DLA-5.2 chunk operators in the WY/UT form (one triangular solve per chunk)."""
+def ops_delta(q: Tensor, k: Tensor, g: Tensor, beta: Tensor, L: int) -> tuple[Tensor, ChunkOps]:
+    """DLA-5.2 chunk operators ``A`` and the rest, in the WY/UT form (one triangular solve
+    per chunk)."""
     gam, e, gamma = _decays(g, L)
     KK = (k @ k.transpose(-1, -2)) * gam
     strict = torch.ones(L, L, dtype=torch.bool).tril(-1)
@@ -199,7 +195,7 @@ def ops_delta(q: Tensor, k: Tensor, g: Tensor, beta: Tensor, L: int) -> ChunkOps
     W = Tm.transpose(-1, -2) @ Kg
     Kdim = k.shape[-1]
     phi = e[..., -1, None, None] * torch.eye(Kdim, dtype=k.dtype) - Kg.transpose(-1, -2) @ (Tm @ Ek)
-    return ChunkOps(A, Qe, W, phi)
+    return A, ChunkOps(Qe, W, phi)
 
 
 def _pad(x: torch.Tensor, Tp: int) -> torch.Tensor:
@@ -283,14 +279,27 @@ def execute_chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, lam: Tensor,
     qc, kc, vc = q.view(R, NC, L, Kd), k.view(R, NC, L, Kd), v.view(R, NC, L, Vd)
     gc, lamc = g.view(R, NC, L), lam.view(R, NC, L, C)
     if beta is None:  # gla (DLA-5.1); delta always comes with beta (DLA-9.12)
-        ops = ops_gla(qc, kc, gc, L)
+        A, ops = ops_gla(qc, kc, gc, L)
     else:
-        ops = ops_delta(qc, kc, gc, _pad(beta, Tp).view(R, NC, L), L)
-    U_n, dest_n = _piece_contributions(ops, idx, vc, C)
+        A, ops = ops_delta(qc, kc, gc, _pad(beta, Tp).view(R, NC, L), L)
     lw = _slot_weights(lamc, labels.view(R, NC, L, C))
+    # the [L, L] work first, so that its tables are freed before the chunk loop runs
+    o_intra = _intra_readout(A, lw, idx.part, pos.view(R, NC, L)[:, :, 0], vc)
+    del A
+    U_n, dest_n = _piece_contributions(ops, idx, vc, C)
     w_old = torch.gather(lw, 3, idx.slot_old) * idx.old_used.unsqueeze(2)  # [R, NC, L, C]
     o_inter, S = _recurrence(ops, idx, w_old, S0, U_n, dest_n, base)
-    lw1 = torch.cat([torch.zeros_like(lw[..., :1]), lw], -1)  # slot_tt is the slot plus one
-    o_intra = (ops.A * torch.gather(lw1, 3, idx.slot_tt)) @ vc  # A is zero above the diagonal
     o = scale * (o_inter + o_intra)
     return o.reshape(R, Tp, Vd)[:, :T], S
+
+
+def _intra_readout(A: Tensor, lw: Tensor, part: Tensor, a: Tensor, vc: Tensor) -> Tensor:
+    """``sum_{s <= t} lam_t[lbl_t(s)] A_ts v_s`` for every chunk (``A`` is zero above the
+    diagonal): the slot of each token at each readout of its chunk (a plan covers
+    ``[0, t]``, DLA-3.6) picks its weight from ``lw [.., L, C]``."""
+    L, C = lw.shape[-2:]
+    if C == 1:  # every token is in slot 0: the weight of readout t, broadcast along s
+        return (A * lw) @ vc
+    slot1 = _token_slots(part, a, L)  # the slot plus one: read through a zero column
+    lw1 = torch.cat([torch.zeros_like(lw[..., :1]), lw], -1)
+    return (A * torch.gather(lw1, 3, slot1)) @ vc
