@@ -202,6 +202,67 @@ def table_plan_rows(T: int, C: int, tau: float, shapes: list[tuple[int, int]]) -
         print(f"| {B} x {H} | {mine:.1f} | {ref:.1f} | {ref / mine:.1f}x |", flush=True)
 
 
+def table_parts(T: int, C: int, tau: float, repeats: int) -> None:
+    """Where one forward's time goes: each stage of ``forward`` called alone on the same
+    inputs (gla, chunk size 64), best of ``repeats``, next to the whole forward."""
+    from dla.impls.torch_cpu import api
+    from dla.impls.torch_cpu import chunked as ch
+    from dla.impls.torch_cpu.plan import run_policy
+    from dla.reference import validation as val
+
+    cfg = Config(capacity=C, tau=tau, score="external")
+    t = torch_inputs(inputs(T, C), torch.float32)
+    whole = best_time(lambda: tc.forward(**t, config=cfg), repeats)  # before the stages' data
+    names = ("q", "k", "v", "g", "lam")
+    rows = {n: api.to_rows(t[n]).contiguous() for n in names}
+    R, L = rows["q"].shape[0], 64
+    NC = T // L
+    car = api._carried(None, slice(0, 1), rows["q"].shape[0], C)
+
+    def plan() -> tuple[torch.Tensor, ...]:
+        iota = api._scores(cfg, rows["k"], api.to_rows(t["scores"]), car)
+        rp = run_policy(iota, cfg, car.part)
+        return tuple(torch.from_numpy(x) for x in (rp.starts, rp.labels, rp.count))
+
+    st, lb, cnt = plan()
+    pos = torch.arange(T).expand(R, T)
+    st0, z = torch.from_numpy(car.part.starts), torch.zeros(R, dtype=torch.int64)
+    q, k, v, g, lam = (rows[n].view(R, NC, L, -1) for n in names)
+    g = g.squeeze(-1)
+    idx = ch.chunk_index(st, lb, cnt, pos, st0, z, L, torch.float32)
+    A, ops = ch.ops_gla(q, k, g, L)
+    lw = ch._slot_weights(lam, lb.view(R, NC, L, C))
+    w_old = torch.gather(lw, 3, idx.slot_old) * idx.old_used.unsqueeze(2)
+    U_n, dest_n = ch._piece_contributions(ops, idx, v, C)
+    S0 = torch.zeros(R, C, q.shape[-1], v.shape[-1])
+    a = pos.reshape(R, NC, L)[:, :, 0]
+    parts: dict[str, Callable[[], object]] = {
+        "validation (dla.reference.validation)": lambda: val.check_forward_inputs(
+            t["q"], t["k"], t["v"], t["g"], t["lam"], cfg, None, t["scores"]),
+        "rows: [B, T, H] -> [B H, T] copies": lambda: {
+            n: api.to_rows(t[n]).contiguous() for n in names},
+        "scores + plan (dla policy)": plan,
+        "chunk index": lambda: ch.chunk_index(st, lb, cnt, pos, st0, z, L, torch.float32),
+        "chunk operators (A, Qe, W, phi)": lambda: ch.ops_gla(q, k, g, L),
+        "slot weights": lambda: torch.gather(ch._slot_weights(lam, lb.view(R, NC, L, C)), 3,
+                                             idx.slot_old),
+        "intra-chunk readout (token slots, A v)": lambda: ch._intra_readout(
+            A, lw, idx.part, a, v),
+        "piece contributions (new tokens into states)": lambda: ch._piece_contributions(
+            ops, idx, v, C),
+        "chunk loop: inter-chunk readout + state update": lambda: ch._recurrence(
+            ops, idx, w_old, S0, U_n, dest_n, "gla"),
+    }
+    best = {n: best_time(f, repeats) for n, f in parts.items()}
+    print("| stage | ms | share of the sum |")
+    print("|---|---|---|")
+    total = sum(best.values())
+    for n, b in best.items():
+        print(f"| {n} | {b * 1e3:.2f} | {b / total:.0%} |")
+    print(f"| sum of the stages | {total * 1e3:.2f} | |")
+    print(f"| whole forward | {whole * 1e3:.2f} | |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
@@ -213,7 +274,7 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and NumPy BLAS threads; > 1 switches to wall-clock time")
-    ap.add_argument("--only", choices=["speed", "chunks", "plan"], help="print one table")
+    ap.add_argument("--only", choices=["speed", "chunks", "plan", "parts"], help="print one table")
     ap.add_argument("--memory-child")
     a = ap.parse_args()
     if a.memory_child:
@@ -234,6 +295,10 @@ def main() -> None:
         print(f"\nload {os.getloadavg()[0]:.2f}\n")
         print(f"Plan stage alone, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
         table_plan_rows(a.chunk_T, a.C, a.taus[0], [(1, 4), (8, 16)])
+    if a.only in (None, "parts"):
+        print(f"\nload {os.getloadavg()[0]:.2f}\n")
+        print(f"Stages of one forward, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
+        table_parts(a.chunk_T, a.C, a.taus[0], max(a.repeats, 10))
     print(f"\nload {os.getloadavg()[0]:.2f}")
 
 
