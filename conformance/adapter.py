@@ -20,10 +20,22 @@ from dla.cache import Cache
 from dla.config import Config
 from dla.conformance.loader import LoadedImpl, load
 from dla.plan import Plan
+from dla.reference.validation import dtype_name
 
 FLOAT_INPUTS = ("q", "k", "v", "g", "lam", "beta", "scores")
 _CACHE_FLOAT = ("states", "info", "prev_key")
 _PLAN_BOOL = ("boundary",)
+_BOOL = ("bool",)
+_INTS = ("int32", "int64")
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
+def _require_dtype(name: str, x: Any, allowed: tuple[str, ...], clause: str) -> None:
+    """A returned field has the kind its clause requires: no float plan passes as integers."""
+    got = dtype_name(x) if hasattr(x, "dtype") else type(x).__name__
+    if got not in allowed:
+        raise TypeError(f"{name}: the implementation returned {got}, expected one of "
+                        f"{allowed} ({clause})")
 _NUMPY_DTYPES = ("float16", "float32", "float64")
 
 
@@ -86,6 +98,9 @@ class Adapter:
         if not isinstance(plan, Plan):
             raise TypeError(f"make_plan of {self.name!r} returned {type(plan).__name__}, "
                             "not dla.Plan (DLA-11.1)")
+        for f in fields(Plan):
+            _require_dtype(f"plan.{f.name}", getattr(plan, f.name),
+                           _BOOL if f.name in _PLAN_BOOL else _INTS, "DLA-6.1")
         return Plan(**{f.name: self.to_numpy(getattr(plan, f.name),
                                              "bool" if f.name in _PLAN_BOOL else "int64")
                        for f in fields(Plan)})
@@ -105,6 +120,9 @@ class Adapter:
         if not isinstance(cache, Cache):
             raise TypeError(f"forward of {self.name!r} returned {type(cache).__name__} "
                             "as cache, not dla.Cache (DLA-7.1)")
+        for f in fields(Cache):
+            _require_dtype(f"cache.{f.name}", getattr(cache, f.name),
+                           _FLOATS if f.name in _CACHE_FLOAT else _INTS, "DLA-7.1")
         return Cache(**{f.name: self.to_numpy(getattr(cache, f.name),
                                               "float64" if f.name in _CACHE_FLOAT else "int64")
                         for f in fields(Cache)})

@@ -90,8 +90,13 @@ class Context:
         """The generator of one check: a function of the seed, the dtype and the check's name."""
         return rng_for(self.seed, self.dtype, *keys)
 
-    def supports(self, *, base: str = "gla", policy: str = "dla") -> bool:
-        return base in self.claims["bases"] and policy in self.claims["policies"]
+    def supports(self, *, base: str | None = None, policy: str = "dla") -> bool:
+        """The implementation claims ``policy`` (and ``base``, when a check depends on it).
+
+        Plans do not depend on the base, so plan checks name no base.
+        """
+        base_ok = base is None or base in self.claims["bases"]
+        return base_ok and policy in self.claims["policies"]
 
     def quantize_cache(self, cache: Cache) -> Cache:
         """A reference cache rounded to the dtype the implementation receives it in."""

@@ -98,8 +98,10 @@ def resolve_claims(obj: Any) -> dict[str, Any]:
     for key, allowed in (("levels", LEVELS), ("dtypes", DTYPES), ("bases", BASES),
                          ("policies", POLICIES)):
         value = claims[key]
-        if isinstance(value, str) or not all(v in allowed for v in value):
-            raise LoadError(f"CLAIMS[{key!r}]: expected a tuple of {allowed}, got {value!r}")
+        if isinstance(value, str) or not value or not all(v in allowed for v in value):
+            raise LoadError(
+                f"CLAIMS[{key!r}]: expected a non-empty tuple of {allowed}, got {value!r}"
+            )
         claims[key] = tuple(value)
     if isinstance(claims["devices"], str) or not claims["devices"]:
         raise LoadError(f"CLAIMS['devices']: expected a non-empty tuple, got {claims['devices']!r}")

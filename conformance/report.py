@@ -87,8 +87,12 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """Every check of every level passed (and at least one check ran)."""
-        return bool(self.results) and all(r.passed for r in self.results)
+        """Every check passed, and every level run has at least one check (DLA-12).
+
+        A claimed level that ran no check certifies nothing, so it fails.
+        """
+        return (bool(self.results) and all(r.passed for r in self.results)
+                and all(self.level_passed().values()))
 
     def failed_clauses(self) -> set[str]:
         return {c for r in self.results if not r.passed for c in r.clauses()}

@@ -323,3 +323,51 @@ def test_the_gradients_level_catches_a_missing_gradient() -> None:
     report = certify(TorchMaskedGLA(detach_v=True), levels=["gradients"], dtype="float64")
     assert not report.passed
     assert any("grad v" in r.detail for r in report.results if not r.passed)
+
+
+def test_a_level_that_ran_no_check_fails_the_report() -> None:
+    """DLA-12: a claimed level with no check certifies nothing, so the run must not pass."""
+    from dla.conformance.report import ClauseResult, Report
+
+    ran = ClauseResult("plan", "DLA-12.1", "one plan check", True)
+    report = Report("x", {}, ["plan", "execute"], ["float64"], ["cpu"], "ci", 0, [ran])
+    assert report.level_passed() == {"plan": True, "execute": False}
+    assert not report.passed
+    assert Report("x", {}, ["plan"], ["float64"], ["cpu"], "ci", 0, [ran]).passed
+
+
+class _DeltaOnlyReference:
+    """The reference, claiming the delta base only: plans do not depend on the base."""
+
+    CLAIMS: ClassVar[dict] = dict(ref.CLAIMS, levels=("plan",), dtypes=("float64",),
+                                  bases=("delta",))
+    forward = staticmethod(ref.forward)
+    make_plan = staticmethod(ref.make_plan)
+
+
+def test_plan_checks_run_whatever_base_is_claimed() -> None:
+    """DLA-12.1: the plan level is certified for an implementation without the gla base."""
+    report = certify(_DeltaOnlyReference(), levels=["plan"], profile="ci")
+    assert report.passed
+    assert len([r for r in report.results if r.level == "plan"]) >= 5
+
+
+class _FloatPlanReference:
+    """The reference, returning its plan in float64: integers in disguise (DLA-6.1)."""
+
+    CLAIMS: ClassVar[dict] = dict(ref.CLAIMS, levels=("plan",), dtypes=("float64",))
+    forward = staticmethod(ref.forward)
+
+    @staticmethod
+    def make_plan(config, **kw):
+        p = ref.make_plan(config, **kw)
+        return Plan(boundary=p.boundary, count=p.count + 0.4, starts=p.starts.astype(float),
+                    labels=p.labels.astype(float))
+
+
+def test_a_plan_returned_with_float_fields_fails() -> None:
+    """DLA-6.1: plan fields must be integers (bool for boundary); they are not cast to pass."""
+    report = certify(_FloatPlanReference(), levels=["plan"], profile="ci")
+    assert not report.passed
+    assert any("plan.count" in r.detail and "float64" in r.detail
+               for r in report.results if not r.passed)
