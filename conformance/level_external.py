@@ -15,7 +15,13 @@ import numpy as np
 from dla.cache import Cache
 from dla.conformance.checks import Check, Context
 from dla.conformance.report import ClauseResult
-from dla.conformance.tolerance import Comparison, compare, compare_cache, compare_plan
+from dla.conformance.tolerance import (
+    Comparison,
+    compare,
+    compare_cache,
+    compare_error,
+    compare_plan,
+)
 from dla.plan import Plan
 
 _FORWARD_KW = ("beta", "scores", "cu_seqlens")
@@ -110,6 +116,7 @@ def _invalid(ctx: Context, case: Any) -> Comparison:
     if getattr(case, "plan", None) is not None:
         kw["plan"] = _raw(ctx, case.plan, False, ctx.dtype)
     expected = case.error or "ValueError"
+    argument = (case.manifest.get("error") or {}).get("argument")
     try:
         ctx.adapter.impl.forward(
             *args,
@@ -119,12 +126,8 @@ def _invalid(ctx: Context, case: Any) -> Comparison:
             **kw,
         )
     except Exception as exc:
-        got = type(exc).__name__
-        ok = any(k.__name__ == expected for k in type(exc).__mro__)
-        return Comparison(
-            ok, "error", message=f"raised {got}: {exc}" + ("" if ok else f"; expected {expected}")
-        )
-    return Comparison(False, "error", message=f"no error raised; expected {expected}")
+        return compare_error(exc, expected, argument)
+    return compare_error(None, expected, argument)
 
 
 def _golden_check(ctx: Context, case: Any) -> Check:

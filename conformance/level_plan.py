@@ -22,25 +22,21 @@ from dla.conformance.inputs import (
     margin_inputs,
     piece_lengths,
 )
-from dla.conformance.tolerance import Comparison, compare_plan
+from dla.conformance.tolerance import Comparison, compare_error, compare_plan
 from dla.reference.policies import fenwick_capacity
 
 LEVEL = "plan"
 
 
-def expect_error(fn: Callable[[], Any], exc_type: type[BaseException], what: str) -> Comparison:
-    """Passes when ``fn()`` raises ``exc_type`` (DLA-9: bad input gets a clear error)."""
+def expect_error(fn: Callable[[], Any], exc_type: type[BaseException], what: str,
+                 argument: str) -> Comparison:
+    """Passes when ``fn()`` raises ``exc_type`` with a message naming ``argument`` and
+    citing its clause (DLA-9.13: bad input gets a clear error)."""
     try:
         fn()
-    except exc_type as exc:
-        return Comparison(True, "error", message=f"{what}: raised {exc_type.__name__}: {exc}")
     except Exception as exc:
-        return Comparison(
-            False,
-            "error",
-            message=f"{what}: raised {type(exc).__name__}: {exc}, expected {exc_type.__name__}",
-        )
-    return Comparison(False, "error", message=f"{what}: no error, expected {exc_type.__name__}")
+        return compare_error(exc, exc_type.__name__, argument).noted(what)
+    return compare_error(None, exc_type.__name__, argument).noted(what)
 
 
 def _zero_some_keys(rng: np.random.Generator) -> Callable[[dict], dict]:
@@ -212,4 +208,5 @@ def _fenwick_too_small(ctx: Context) -> Comparison:
         lambda: ctx.adapter.make_plan(cfg, scores=scores),
         ValueError,
         f"make_plan fenwick C={cfg.capacity} T={T}",
+        "capacity",
     )

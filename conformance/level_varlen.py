@@ -155,6 +155,7 @@ def _bad_cu(ctx: Context, config: Config) -> Callable[[], list[Comparison]]:
                 lambda: ctx.adapter.forward(*args, config, cu_seqlens=decreasing, **kw),
                 ValueError,
                 "cu_seqlens [0, 4, 2, 6]",
+                "cu_seqlens",
             ),
             expect_error(
                 lambda: ctx.adapter.impl.forward(
@@ -165,6 +166,7 @@ def _bad_cu(ctx: Context, config: Config) -> Callable[[], list[Comparison]]:
                 ),
                 TypeError,
                 "float32 cu_seqlens",
+                "cu_seqlens",
             ),
         ]
 

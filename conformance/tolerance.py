@@ -280,3 +280,20 @@ def compare_gradient(actual: Any, expected: Any, dtype: str, name: str) -> Compa
     msg = f"grad {name}: rel_rms {rel:.3g} (bound {bound:.3g}); largest |diff| {w:.3g} at {where}"
     extra = {"max_abs_diff": w}
     return Comparison(passed, f"grad.{name}", rel, bound, where, rel, bound, msg, extra)
+
+
+def compare_error(exc: BaseException | None, expected: str, argument: str | None) -> Comparison:
+    """DLA-10.4 with DLA-9.13: the raised error is an instance of ``expected`` (by name),
+    its message starts with the offending ``argument`` and cites a clause id."""
+    if exc is None:
+        return Comparison(False, "error", message=f"no error raised; expected {expected}")
+    got, msg = type(exc).__name__, str(exc)
+    problems = []
+    if not any(k.__name__ == expected for k in type(exc).__mro__):
+        problems.append(f"expected {expected}")
+    if argument is not None and not msg.startswith(argument):
+        problems.append(f"the message must start with the argument {argument!r} (DLA-9.13)")
+    if "DLA-" not in msg:
+        problems.append("the message must cite the rule's clause id (DLA-9.13)")
+    return Comparison(not problems, "error",
+                      message=f"raised {got}: {msg}" + "".join(f"; {p}" for p in problems))

@@ -371,3 +371,26 @@ def test_a_plan_returned_with_float_fields_fails() -> None:
     assert not report.passed
     assert any("plan.count" in r.detail and "float64" in r.detail
                for r in report.results if not r.passed)
+
+
+class _VagueErrorsReference:
+    """The reference, but its errors neither name the argument nor cite a clause."""
+
+    CLAIMS: ClassVar[dict] = dict(ref.CLAIMS, levels=("varlen", "golden"), dtypes=("float64",))
+    make_plan = staticmethod(ref.make_plan)
+
+    @staticmethod
+    def forward(*args, **kw):
+        try:
+            return ref.forward(*args, **kw)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)("bad input") from None
+
+
+def test_errors_must_name_the_argument_and_cite_the_clause() -> None:
+    """DLA-9.13: the right exception type alone does not pass an error check."""
+    report = certify(_VagueErrorsReference(), levels=["varlen", "golden"], profile="ci")
+    failed = [r for r in report.results if not r.passed]
+    assert failed and not report.passed
+    assert all("DLA-9.13" in r.detail for r in failed)
+    assert {r.level for r in failed} == {"varlen", "golden"}
