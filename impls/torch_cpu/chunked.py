@@ -61,11 +61,11 @@ _BIG = torch.iinfo(torch.int64).max
 class ChunkIndex:
     """Integer structure of every chunk, shapes ``[R, NC, ...]`` (no gradients).
 
-    ``part [L, C]``: the partition (starts, unused = BIG) at each readout;
-    ``slot_old [L, C]``: slot
-    of old state ``j`` at ``t``, with ``old_used [C]`` marking the old states that
-    exist; ``mem [C, C]``: old state ``i`` inside new state ``j`` at the chunk end.
-    The *pieces*
+    ``part [L, C]``: the partition (starts, unused = BIG) at each readout, from
+    which :func:`_intra_readout` counts the slot of each token of the chunk;
+    ``slot_old [L, C]``: slot of old state ``j`` at ``t``, with ``old_used [C]``
+    marking the old states that exist; ``mem [C, C]``: old state ``i`` inside new
+    state ``j`` at the chunk end. The *pieces*
     ``(piece_r, piece_n, piece_c) [J]`` list every state ``c`` at the end of
     chunk ``n`` of row ``r`` that holds tokens of that chunk, and
     ``piece_mask [J, L]`` marks those tokens. States are contiguous, so most
