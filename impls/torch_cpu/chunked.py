@@ -240,17 +240,22 @@ def _recurrence(ops: ChunkOps, idx: ChunkIndex, w_old: torch.Tensor, S0: torch.T
     R, C, Kd, Vd = S0.shape
     L = w_old.shape[2]
     S = S0.reshape(R, C, Kd * Vd)
+    # per-chunk operands as views made once (fewer Python-level torch calls per chunk)
+    w_n = w_old.unsqueeze(-1).unbind(1)  # [R, L, C, 1] each
+    qe_n = ops.Qe.unsqueeze(-2).unbind(1)  # [R, L, 1, K] each
+    if base == "gla":
+        upd_n = (idx.mem * ops.phi[:, :, None, None]).unbind(1)  # Mem Phi, [R, C, C] each
+    else:
+        mem_n, phi_n = idx.mem.unbind(1), ops.phi.unsqueeze(2).unbind(1)
     outs = []
     for n in range(w_old.shape[1]):
-        X = (w_old[:, n].unsqueeze(-1) * ops.Qe[:, n].unsqueeze(-2)).reshape(R, L, C * Kd)
-        outs.append(X @ S.view(R, C * Kd, Vd))
+        outs.append((w_n[n] * qe_n[n]).view(R, L, C * Kd) @ S.view(R, C * Kd, Vd))
         if base == "gla":
-            S = idx.mem[:, n] * ops.phi[:, n, None, None] @ S
+            S = upd_n[n] @ S
         else:
-            Sd = (ops.phi[:, n].unsqueeze(1) @ S.view(R, C, Kd, Vd)).view(R, C, Kd * Vd)
-            S = idx.mem[:, n] @ Sd
+            S = mem_n[n] @ (phi_n[n] @ S.view(R, C, Kd, Vd)).view(R, C, Kd * Vd)
         # in place: S is the fresh product above, which no backward formula reads
-        S = S.reshape(R * C, Kd * Vd).index_add_(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
+        S = S.view(R * C, Kd * Vd).index_add_(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
     return torch.stack(outs, 1), S.view(R, C, Kd, Vd)
 
 
