@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
+from dla.arrays import as_numpy
 from dla.cache import Cache
 from dla.config import Config
 from dla.impls.triton_gpu.forward_kernels import launch_forward, previous_partition
@@ -22,11 +24,37 @@ from dla.reference import validation as val
 CHUNK = 64
 
 
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def _require_gla(config: Config) -> None:
     if config.base != "gla":
-        raise NotImplementedError(
+        raise ValueError(
             f"config.base: {config.base!r} is not implemented by dla.impls.triton_gpu "
-            "(only base='gla'; use dla.reference or dla.impls.torch_cpu for 'delta')"
+            "(only base='gla'; use dla.reference or dla.impls.torch_cpu for 'delta') (DLA-11.2)"
+        )
+
+
+def _require_kernel_dtype(q: torch.Tensor) -> None:
+    """DLA-1.3, DLA-9.3: the kernels compute in float32 at most; float64 is refused, not cast."""
+    if q.dtype not in _DTYPES:
+        raise TypeError(
+            f"q: dla.impls.triton_gpu supports float32, float16 and bfloat16, got "
+            f"{str(q.dtype).removeprefix('torch.')}; use dla.impls.torch_cpu for float64 (DLA-9.3)"
+        )
+
+
+def _check_injected_plan(plan: Plan, rows: Rows, init) -> None:
+    """DLA-6.4, DLA-9.10: per sequence, an injected plan only coarsens from its carried cache."""
+    starts = as_numpy(plan.starts).astype(np.int64)
+    count = as_numpy(plan.count).astype(np.int64)
+    B, T, H, C = starts.shape
+    starts, count = starts.reshape(B * T, H, C), count.reshape(B * T, H)
+    count0, starts0 = (x.cpu().numpy().astype(np.int64) for x in init[:2])
+    for n, (b, length) in enumerate(zip(rows.bos.tolist(), rows.lens.tolist(), strict=True)):
+        val.check_plan_coarsens(
+            starts[b:b + length].transpose(1, 0, 2), count[b:b + length].T,
+            starts0[n], count0[n], np.full(H, init[3][n], np.int64),
         )
 
 
@@ -112,6 +140,7 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
               initial_cache: Cache | None = None, cu_seqlens: Any = None,
               chunk: int = CHUNK) -> Plan:
     """DLA-6.1, DLA-11.1: the plan, computed on the device of ``k`` (or ``scores``)."""
+    val.check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
     B, T, H, K = val.check_plan_inputs(config, k, scores)
     dev = _device_of(scores if config.score == "external" else k)
     rows, init = _setup(config, B, T, H, config.capacity, cu_seqlens, initial_cache, K, None,
@@ -154,13 +183,17 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
             output_final_cache: bool = False, cu_seqlens: Any = None,
             chunk: int = CHUNK) -> tuple[torch.Tensor, Cache | None]:
     """DLA-5, DLA-11.1: ``o [B, T, H, V]`` in ``q``'s dtype and optionally the final cache."""
+    val.check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
+                          "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
     d = val.check_forward_inputs(q, k, v, g, lam, config, beta, scores)
     _require_gla(config)
+    _require_kernel_dtype(q)
     B, T, H, K, V, C = d.B, d.T, d.H, d.K, d.V, d.C
     dev = _device_of(q)
     rows, init = _setup(config, B, T, H, C, cu_seqlens, initial_cache, K, V, dev, chunk)
     if plan is not None:
         val.check_plan(plan, B, T, H, C)
+        _check_injected_plan(plan, rows, init)
     qf, kf, vf, gf, lf = (_flat(x, dev) for x in (q, k, v, g, lam))
     own, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
     p = own if plan is None else _from_plan(plan, dev)

@@ -46,7 +46,9 @@ def key_cosine_kernel(k_ptr, iota_ptr, n_tok, H: tl.constexpr, K: tl.constexpr,
     b = tl.load(k_ptr + ((tok - 1) * H + h)[:, None] * K + ok[None, :], mask=prev_m, other=0.0)
     a = a.to(tl.float64)
     b = b.to(tl.float64)
-    den = tl.sqrt(tl.sum(a * a, axis=1)) * tl.sqrt(tl.sum(b * b, axis=1))
+    # sqrt((a.a)(b.b)), not |a||b|: identical keys then score exactly 0 and opposite keys
+    # exactly 2 (DLA-2.1). Inputs of at most 32 bits cannot overflow this product in float64.
+    den = tl.sqrt(tl.sum(a * a, axis=1) * tl.sum(b * b, axis=1))
     cos = tl.where(den > 0, tl.sum(a * b, axis=1) / tl.where(den > 0, den, 1.0), 0.0)
     cos = tl.minimum(tl.maximum(cos, -1.0), 1.0)
     tl.store(iota_ptr + tok * H + h, 1.0 - cos, mask=tok < n_tok)
@@ -54,7 +56,8 @@ def key_cosine_kernel(k_ptr, iota_ptr, n_tok, H: tl.constexpr, K: tl.constexpr,
 
 def _cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """DLA-2.1, DLA-2.2 for a few rows (the first token of each carried sequence)."""
-    den = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
+    a, b = a.double(), b.double()
+    den = torch.sqrt((a * a).sum(-1) * (b * b).sum(-1))  # exact for identical keys (DLA-2.1)
     cos = torch.where(den > 0, (a * b).sum(-1) / torch.where(den > 0, den, 1.0), 0.0)
     return cos.clamp(-1.0, 1.0)
 

@@ -134,8 +134,70 @@ def test_delta_base_is_refused_by_name(device):
     C = 2
     x = _torch(_inputs(7, 1, 8, 1, 8, C), device)
     x["beta"] = torch.ones(1, 8, 1, device=device)
-    with pytest.raises(NotImplementedError, match=r"config\.base"):
+    with pytest.raises(ValueError, match=r"^config\.base: .*DLA-11\.2"):
         api.forward(**x, config=dla.Config(capacity=C, base="delta"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_repeated_and_opposite_keys_score_exactly(dtype, device):
+    """DLA-2.1: identical (or power-of-two multiple) keys score exactly 0, opposite keys 2.
+
+    At ``tau = 0`` a repeated key must not open a state; an ulp of rounding in
+    the cosine would open one.
+    """
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((1, 1, 2, 16))
+    k = np.concatenate([base, base, 2.0 * base, -base, -0.5 * base, base], axis=1)
+    k = np.repeat(k, 5, axis=1)  # T = 30, runs of equal keys
+    kt = torch.tensor(k, dtype=dtype, device=device)
+    k_ref = kt.float().cpu().numpy().astype(np.float64)
+    cfg = dla.Config(capacity=4, tau=0.0)
+    got = api.make_plan(cfg, k=kt, chunk=CHUNK)
+    want = ref_make_plan(cfg, k=k_ref)
+    cmp = compare_plan(got, want)
+    assert cmp.passed, cmp.message
+
+
+def test_float64_inputs_are_refused_not_cast(device):
+    """DLA-9.3: the kernels compute in float32 at most, so float64 inputs raise TypeError."""
+    x = _torch(_inputs(9, 1, 8, 1, 8, 2), device, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"^q: .*float64.*DLA-9\.3"):
+        api.forward(**x, config=dla.Config(capacity=2))
+
+
+def test_numpy_arrays_are_refused_by_name(device):
+    """DLA-9.3: arguments of another array kind get a TypeError naming them."""
+    x = _torch(_inputs(10, 1, 8, 1, 8, 2), device)
+    x["k"] = x["k"].cpu().numpy()
+    with pytest.raises(TypeError, match=r"^k: .*torch"):
+        api.forward(**x, config=dla.Config(capacity=2))
+    with pytest.raises(TypeError, match=r"^k: .*torch"):
+        api.make_plan(dla.Config(capacity=2), k=x["k"])
+
+
+def test_injected_plan_that_splits_a_carried_state_is_refused(device):
+    """DLA-6.4, DLA-9.10: an injected plan must coarsen from the carried cache."""
+    C = 3
+    x = _inputs(12, 1, 12, 1, 8, C, external=True)
+    cfg = _config("dla", C, external=True, tau=-1.0)  # one state per token
+    head = {n: a[:, :6] for n, a in x.items()}
+    tail = {n: a[:, 6:] for n, a in x.items()}
+    _, cache = ref_forward(**head, config=cfg, output_final_cache=True)
+    plan = ref_make_plan(cfg, scores=tail["scores"], initial_cache=cache)
+    starts = plan.starts.copy()
+    starts[0, 0, 0, :C] = [0, 4, 6]  # the carried states start at 0, 3, 5: 4 is not one of them
+    bad = dla.Plan(boundary=plan.boundary, count=plan.count, starts=starts, labels=plan.labels)
+    with pytest.raises(ValueError, match=r"^plan"):
+        api.forward(**_torch(tail, device), config=cfg, plan=bad,
+                    initial_cache=_torch_cache(cache, device), chunk=CHUNK)
+
+
+def _torch_cache(cache: dla.Cache, device: str) -> dla.Cache:
+    def t(a):
+        return torch.tensor(a, device=device,
+                            dtype=torch.float32 if a.dtype.kind == "f" else torch.int64)
+
+    return dla.Cache(**{f: t(getattr(cache, f)) for f in dla.cache.CACHE_FIELDS})
 
 
 def test_bad_input_uses_shared_validation(device):
