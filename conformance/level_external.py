@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -140,15 +141,36 @@ def _golden_check(ctx: Context, case: Any) -> Check:
     return Check("golden", clause or "DLA-10.2", f"{case.kind} {case.name}", run)
 
 
-def golden_checks(ctx: Context) -> list[Check]:
+def _golden_cases(level: str) -> tuple[list[Any], list[Check]]:
+    """The fixture cases, or the failed check that says why there are none."""
     try:
         golden = importlib.import_module("dla.conformance.golden")
         cases = list(golden.iter_cases())
     except Exception as exc:  # missing module or fixtures: a failure of this level only
-        return _unavailable("golden", "DLA-10.2", "golden fixtures (dla.conformance.golden)", exc)
+        return [], _unavailable(level, "DLA-10.2", "golden fixtures (dla.conformance.golden)", exc)
     if not cases:
-        return _unavailable("golden", "DLA-10.2", "golden fixtures", LookupError("no cases found"))
-    return [_golden_check(ctx, c) for c in cases if applies(c, ctx.claims)]
+        return [], _unavailable(level, "DLA-10.2", "golden fixtures", LookupError("no cases found"))
+    return cases, []
+
+
+def golden_checks(ctx: Context) -> list[Check]:
+    cases, failed = _golden_cases("golden")
+    return failed + [_golden_check(ctx, c) for c in cases if applies(c, ctx.claims)]
+
+
+def invalid_input_checks(ctx: Context) -> list[Check]:
+    """DLA-9, DLA-12.8: the invalid golden cases, run for every implementation.
+
+    An implementation that does not claim ``golden`` is still held to the error
+    rules; one that does meets these cases in its golden level instead.
+    """
+    if "golden" in ctx.claims["levels"]:
+        return []
+    cases, failed = _golden_cases("properties")
+    return failed + [
+        replace(_golden_check(ctx, c), level="properties")
+        for c in cases if c.kind == "invalid" and applies(c, ctx.claims)
+    ]
 
 
 def applies(case: Any, claims: dict[str, Any]) -> bool:
@@ -179,4 +201,4 @@ def property_checks(ctx: Context) -> list[Check]:
         return results
 
     # Each property result cites its own clause; run_check adds this level's (DLA-12.8).
-    return [Check("properties", "DLA-12.8", "property checks", run)]
+    return [Check("properties", "DLA-12.8", "property checks", run), *invalid_input_checks(ctx)]

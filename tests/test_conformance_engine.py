@@ -394,3 +394,17 @@ def test_errors_must_name_the_argument_and_cite_the_clause() -> None:
     assert failed and not report.passed
     assert all("DLA-9.13" in r.detail for r in failed)
     assert {r.level for r in failed} == {"varlen", "golden"}
+
+
+def test_error_rules_hold_without_a_golden_claim() -> None:
+    """DLA-12.8: the invalid golden cases run in the properties level when golden is unclaimed."""
+
+    class Vague(_VagueErrorsReference):
+        CLAIMS: ClassVar[dict] = dict(ref.CLAIMS, levels=("execute",), dtypes=("float64",))
+
+    report = certify(Vague(), levels=["properties"], profile="ci")
+    invalid = [r for r in report.results if r.check.startswith("invalid ")]
+    assert invalid and all(not r.passed and "DLA-9.13" in r.detail for r in invalid)
+    assert not report.passed
+    honest = certify(_DeltaOnlyReference(), levels=["properties"], profile="ci")
+    assert honest.passed and any(r.check.startswith("invalid ") for r in honest.results)
