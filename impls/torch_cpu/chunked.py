@@ -235,7 +235,9 @@ def _recurrence(ops: ChunkOps, idx: ChunkIndex, w_old: torch.Tensor, S0: torch.T
 
     Readout of chunk ``n``: ``X @ [S_0; ..; S_{C-1}]`` with
     ``X[t, (j, k)] = lam_t[lbl_t(j)] Qe[t, k]``, one ``[L, C K] @ [C K, V]`` matmul.
-    Update: ``S <- Mem (Phi S) + U``.
+    Update: ``S <- Mem (Phi S) + U``. Used slots are a prefix (``0 .. count - 1``), so
+    both products only read the first ``c_n`` old states, ``c_n`` the largest count of
+    any row at the start of chunk ``n`` (the rest have weight and membership zero).
     """
     R, C, Kd, Vd = S0.shape
     L = w_old.shape[2]
@@ -247,13 +249,15 @@ def _recurrence(ops: ChunkOps, idx: ChunkIndex, w_old: torch.Tensor, S0: torch.T
         upd_n = (idx.mem * ops.phi[:, :, None, None]).unbind(1)  # Mem Phi, [R, C, C] each
     else:
         mem_n, phi_n = idx.mem.unbind(1), ops.phi.unsqueeze(2).unbind(1)
+    used_n = idx.old_used.sum(-1).amax(0).clamp(min=1).to(torch.int64).tolist()
     outs = []
-    for n in range(w_old.shape[1]):
-        outs.append((w_n[n] * qe_n[n]).view(R, L, C * Kd) @ S.view(R, C * Kd, Vd))
+    for n, c in enumerate(used_n):
+        Sc = S[:, :c]
+        outs.append((w_n[n][:, :, :c] * qe_n[n]).view(R, L, c * Kd) @ Sc.view(R, c * Kd, Vd))
         if base == "gla":
-            S = upd_n[n] @ S
+            S = upd_n[n][:, :, :c] @ Sc
         else:
-            S = mem_n[n] @ (phi_n[n] @ S.view(R, C, Kd, Vd)).view(R, C, Kd * Vd)
+            S = mem_n[n][:, :, :c] @ (phi_n[n] @ Sc.view(R, c, Kd, Vd)).view(R, c, Kd * Vd)
         # in place: S is the fresh product above, which no backward formula reads
         S = S.view(R * C, Kd * Vd).index_add_(0, dest_n[n], U_n[n]).view(R, C, Kd * Vd)
     return torch.stack(outs, 1), S.view(R, C, Kd, Vd)
