@@ -170,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    # Like `python -m`, the command finds modules in the current directory, so
+    # `dla-conformance run --impl my_adapter` works from where my_adapter.py lives.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         if args.command == "run":
             return _run(args)

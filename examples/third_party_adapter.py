@@ -55,10 +55,10 @@ make_plan = torch_cpu.make_plan
 
 def forward(q, k, v, g, lam, config: dla.Config, *, beta=None, scores=None, plan=None,
             initial_cache=None, output_final_cache=False, cu_seqlens=None):
-    if config.base != "gla" or beta is not None:
-        raise ValueError("config.base: this kernel implements the gla base only")
+    if config.base != "gla" or beta is not None:  # refuse what you do not implement
+        raise ValueError("config.base: this kernel implements the gla base only (DLA-11.2)")
     if initial_cache is not None or output_final_cache or cu_seqlens is not None:
-        raise ValueError("initial_cache, output_final_cache, cu_seqlens: not supported here")
+        raise ValueError("initial_cache: streaming and varlen are not supported here (DLA-11.2)")
     if plan is None:
         plan = make_plan(config, k=k, scores=scores)
 

@@ -36,3 +36,20 @@ def test_a_bug_in_the_example_kernel_is_caught(adapter, monkeypatch) -> None:
     report = certify(adapter, levels=["execute"], profile="ci")
     assert not report.passed
     assert "DLA-5.1" in report.failed_clauses()
+
+
+def test_console_script_finds_modules_in_the_current_directory() -> None:
+    """The README's command: `dla-conformance run --impl examples.third_party_adapter`."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dla-conformance")
+    if exe is None:
+        pytest.skip("the console script is not installed (pip install -e .)")
+    result = subprocess.run(
+        [exe, "run", "--impl", "examples.third_party_adapter", "--levels", "execute",
+         "--no-progress", "--only-failures"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "examples.third_party_adapter: PASSED" in result.stdout
