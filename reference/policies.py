@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dla.config import Config
+from dla.reference.validation import check_fenwick_capacity
 
 
 @dataclass
@@ -158,16 +159,11 @@ def plan_fenwick(
     """
     R, T = iota.shape
     C = config.capacity
+    check_fenwick_capacity(C, init.position, T)
     st = init.copy()
     out = _empty_row_plan(R, T, C)
     for t in range(T):
         pos = st.position  # [R]
-        need = fenwick_capacity(int(pos.max()) + 1)
-        if need > C:
-            raise ValueError(
-                f"capacity: the fenwick policy needs capacity >= {need} to reach position "
-                f"{int(pos.max())}, got {C} (DLA-4.2, DLA-9.11)"
-            )
         for r in range(R):
             _fenwick_step_row(st, r, int(pos[r]), float(iota[r, t]), C)
         out.boundary[:, t] = True

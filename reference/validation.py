@@ -386,3 +386,22 @@ def check_plan_coarsens(starts: np.ndarray, count: np.ndarray, starts0: np.ndarr
             "before; a plan may only merge states and open one at the current token "
             "(DLA-3.6, DLA-9.10)"
         )
+
+
+def check_fenwick_capacity(capacity: int, position0: Any, lengths: Any) -> None:
+    """DLA-4.2, DLA-9.11: under ``fenwick`` position ``p`` needs ``capacity >= bit_length(p) + 1``.
+
+    ``position0`` and ``lengths`` (broadcastable integer arrays) give, per row
+    or sequence, the first position and the number of tokens; the message
+    names the first position that needs more and the capacity it needs.
+    """
+    limit = 1 << (capacity - 1)  # the first position with bit_length(p) + 1 > capacity
+    p0 = np.asarray(position0, np.int64)
+    n = np.broadcast_to(np.asarray(lengths, np.int64), p0.shape)
+    over = (n > 0) & (p0 + n - 1 >= limit)
+    if over.any():
+        first = int(np.maximum(p0[over], limit).min())
+        raise ValueError(
+            f"capacity: the fenwick policy needs capacity >= {first.bit_length() + 1} to reach "
+            f"position {first}, got {capacity} (DLA-4.2, DLA-9.11)"
+        )

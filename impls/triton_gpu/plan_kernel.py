@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from dla.impls.triton_gpu.rows import Rows
-from dla.reference.policies import fenwick_capacity
+from dla.reference.validation import check_fenwick_capacity
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,7 @@ def plan_fenwick(rows: Rows, BT: int, H: int, C: int) -> DevicePlan:
     ``p`` alone. Slots list the levels from the highest (oldest) down.
     """
     pos = fenwick_positions(rows, BT)
-    if rows.max_len:
-        top = int((rows.pos0.long() + rows.lens.long() - 1).clamp(min=0).max())
-        need = fenwick_capacity(top + 1)
-        if need > C:
-            raise ValueError(
-                f"capacity: the fenwick policy needs capacity >= {need} to reach position "
-                f"{top}, got {C} (DLA-4.2, DLA-9.11)"
-            )
+    check_fenwick_capacity(C, rows.pos0.cpu().numpy(), rows.lens.cpu().numpy())
     lv = torch.arange(C - 1, -1, -1, device=pos.device)  # levels, oldest first
     bit = (pos[:, None] >> (lv - 1).clamp(min=0)[None, :]) & 1
     exists = (lv[None, :] == 0) | ((lv[None, :] >= 1) & (bit == 1))
