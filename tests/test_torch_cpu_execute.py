@@ -116,7 +116,7 @@ def test_end_to_end_float32_dyadic_scores(base, policy):
 
 
 def test_masked_form_and_single_state_reduction():
-    """DLA-5.4 and DLA-5.5: the masked form agrees; C = 1 is gated linear attention."""
+    """DLA-5.4: the chunked executor agrees with the reference's masked form (here at C = 1)."""
     x = random_inputs(6, 1, 33, 2, 4, 3, 1)
     cfg = config(1, tau=0.3)
     m, _ = ref_forward(**x, config=cfg, masked=True)
@@ -217,3 +217,16 @@ def test_bad_input_is_rejected_with_a_named_error(bad, match):
         x = {n: v.to(bad["dtype"]) for n, v in x.items()}
     with pytest.raises((ValueError, TypeError), match=match):
         tc.forward(**x, config=config(3), **kw)
+
+
+@pytest.mark.parametrize("name", ["q", "k", "lam", "scores"])
+def test_numpy_arguments_are_refused_by_name(name):
+    """DLA-9.3: an argument of another array kind is a TypeError naming it, not a crash."""
+    x = _torch_inputs(random_inputs(7, 1, 8, 1, 4, 3, 2, score="external"), torch.float64)
+    x[name] = x[name].numpy()
+    cfg = config(2, score="external")
+    with pytest.raises(TypeError, match=rf"^{name}: .*torch.*DLA-9\.3"):
+        tc.forward(**x, config=cfg)
+    if name == "scores":
+        with pytest.raises(TypeError, match=r"^scores: .*torch.*DLA-9\.3"):
+            tc.make_plan(cfg, scores=x["scores"])

@@ -17,7 +17,7 @@ import torch
 from dla.cache import Cache
 from dla.config import Config
 from dla.impls.torch_cpu.chunked import execute_chunked
-from dla.impls.torch_cpu.plan import Partition, RowPlan, check_fenwick_capacity, run_policy
+from dla.impls.torch_cpu.plan import Partition, RowPlan, run_policy
 from dla.plan import Plan
 from dla.reference import validation as val
 from dla.reference.scores import token_scores
@@ -98,6 +98,7 @@ def _scores(config: Config, k_rows: torch.Tensor | None, s_rows: torch.Tensor | 
 def make_plan(config: Config, *, k: Any = None, scores: Any = None,
               initial_cache: Cache | None = None, cu_seqlens: Any = None) -> Plan:
     """DLA-6.1, DLA-11.1: every discrete decision, as a :class:`dla.Plan` of torch int64 tensors."""
+    val.check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
     B, T, H, K = val.check_plan_inputs(config, k, scores)
     C = config.capacity
     cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
@@ -150,6 +151,8 @@ def forward(
     the chunk length ``L`` of the chunked executor. Gates (``g``, ``lam``,
     ``beta``) given in another supported dtype are computed in q's dtype (DLA-1.3).
     """
+    val.check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
+                          "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
     d = val.check_forward_inputs(q, k, v, g, lam, config, beta, scores)
     dt = _check_dtype(q)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -204,7 +207,7 @@ def _forward_segment(config, sl, s_rows, plan_rows, car: _Carried, scale, chunk_
         exact_info = rp.final_info
     else:
         if config.policy == "fenwick":
-            check_fenwick_capacity(C, car.part.position, T)
+            val.check_fenwick_capacity(C, car.part.position, T)
         st, lb, cnt = plan_rows["starts"], plan_rows["labels"], plan_rows["count"]
         val.check_plan_coarsens(st.numpy(), cnt.numpy(), car.part.starts, car.part.count,
                                 car.part.position)

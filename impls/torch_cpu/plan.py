@@ -41,7 +41,7 @@ from functools import reduce
 import numpy as np
 
 from dla.config import Config
-from dla.reference.policies import fenwick_capacity
+from dla.reference import validation as val
 
 _ADD = operator.add
 
@@ -142,25 +142,11 @@ def plan_dla(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
 
 
 # ----------------------------------------------------------------- fenwick policy
-def check_fenwick_capacity(C: int, position: np.ndarray, T: int) -> None:
-    """DLA-4.2, DLA-9.11: every reached position ``p`` needs ``C >= bit_length(p) + 1``."""
-    if T == 0 or position.size == 0:
-        return
-    last = int(position.max()) + T - 1
-    if fenwick_capacity(last + 1) > C:
-        first_bad = max(int(position.max()), 1 << (C - 1))
-        need = fenwick_capacity(first_bad + 1)
-        raise ValueError(
-            f"capacity: the fenwick policy needs capacity >= {need} to reach position "
-            f"{first_bad}, got {C} (DLA-4.2, DLA-9.11)"
-        )
-
-
 def plan_fenwick(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
     """DLA-4.1: the Fenwick partition at every absolute position, in closed form."""
     R, T = iota.shape
     C = config.capacity
-    check_fenwick_capacity(C, init.position, T)
+    val.check_fenwick_capacity(C, init.position, T)
     p = init.position[:, None] + np.arange(T, dtype=np.int64)[None, :]  # [R, T]
     starts = np.full((R, T, C), -1, np.int64)
     labels = np.full((R, T, C), -1, np.int64)
