@@ -7,7 +7,6 @@ carried ``initial_cache`` (DLA-7) are handled here, once, for every executor.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,12 +57,6 @@ def _f64(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _segments(cu: np.ndarray | None, T: int) -> list[tuple[int, int]]:
-    if cu is None:
-        return [(0, T)]
-    return [(int(a), int(b)) for a, b in itertools.pairwise(cu)]
-
-
 def _initial_partition(cache: Cache | None, n: slice, H: int, C: int) -> PartitionState:
     """The partition part of the cache rows ``n`` (DLA-7.1), or a fresh one."""
     if cache is None:
@@ -100,20 +93,16 @@ def plan_with_margins(
     cu_seqlens: Any = None,
 ) -> tuple[Plan, Margins]:
     """DLA-6.1, DLA-6.3: the plan and the margin of every decision."""
-    val.check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, "numpy")
-    B, T, H, K = val.check_plan_inputs(config, k, scores)
-    C = config.capacity
-    cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
-    segs = _segments(cu, T)
-    N = len(segs) if cu is not None else B
+    call = val.check_plan_call(config, kind="numpy", k=k, scores=scores,
+                               initial_cache=initial_cache, cu_seqlens=cu_seqlens)
+    B, H, C = call.B, call.H, call.C
     if initial_cache is not None:
-        val.check_cache(initial_cache, N, H, C, K, None)
         initial_cache = initial_cache.to_numpy()
     k_r = None if k is None else to_rows(_f64(k))
     s_r = None if scores is None else to_rows(_f64(scores))
     parts = []
-    for i, (a, b) in enumerate(segs):
-        n = slice(i, i + 1) if cu is not None else slice(0, B)
+    for i, (a, b) in enumerate(call.segments):
+        n = call.cache_rows(i)
         part = _initial_partition(initial_cache, n, H, C)
         rp, _, _ = _plan_segment(
             config, None if k_r is None else k_r[:, a:b], None if s_r is None else s_r[:, a:b],
@@ -162,18 +151,14 @@ def forward(
     scores. ``masked=True`` evaluates the masked form (DLA-5.4, DLA-11.5; ``gla`` base,
     no carried cache) instead of the recurrent one.
     """
-    val.check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
-                          "scores": scores, "cu_seqlens": cu_seqlens}, "numpy")
-    d = val.check_forward_inputs(q, k, v, g, lam, config, beta, scores)
-    B, T, H, K, V, C = d.B, d.T, d.H, d.K, d.V, d.C
-    cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
-    segs = _segments(cu, T)
-    N = len(segs) if cu is not None else B
+    call = val.check_forward_call(q, k, v, g, lam, config, kind="numpy", beta=beta,
+                                  scores=scores, plan=plan, initial_cache=initial_cache,
+                                  cu_seqlens=cu_seqlens)
+    B, T, H, C = call.B, call.T, call.H, call.C
+    K, V = int(q.shape[3]), int(v.shape[3])
     if initial_cache is not None:
-        val.check_cache(initial_cache, N, H, C, K, V)
         initial_cache = initial_cache.to_numpy()
     if plan is not None:
-        val.check_plan(plan, B, T, H, C)
         plan = plan.to_numpy()
     if masked and (config.base != "gla" or initial_cache is not None or output_final_cache):
         raise ValueError(
@@ -192,8 +177,8 @@ def forward(
     }
     o = np.zeros((B * H, T, V))
     finals = []
-    for i, (a, b) in enumerate(segs):
-        n = slice(i, i + 1) if cu is not None else slice(0, B)
+    for i, (a, b) in enumerate(call.segments):
+        n = call.cache_rows(i)
         part = _initial_partition(initial_cache, n, H, C)
         pk = _prev_key(initial_cache, n)
         rp, _, iota = _plan_segment(
@@ -201,7 +186,6 @@ def forward(
         if plan_r is not None:
             rp = RowPlan(**{f: x[:, a:b] for f, x in plan_r.items()},
                          boundary_margin=rp.boundary_margin, merge_margin=rp.merge_margin)
-            val.check_plan_coarsens(rp.starts, rp.count, part.starts, part.count, part.position)
         sl = {n_: x[:, a:b] for n_, x in rows.items()}
         if masked:
             o[:, a:b] = execute_masked_rows(sl["q"], sl["k"], sl["v"], sl["g"], sl["lam"],

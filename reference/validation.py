@@ -9,6 +9,7 @@ the optimized implementations call this module instead of copying it.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -409,3 +410,104 @@ def check_fenwick_capacity(capacity: int, position0: Any, lengths: Any) -> None:
             f"capacity: the fenwick policy needs capacity >= {first.bit_length() + 1} to reach "
             f"position {first}, got {capacity} (DLA-4.2, DLA-9.11)"
         )
+
+
+# ----------------------------------------------------------------- whole calls
+@dataclass(frozen=True)
+class Call:
+    """A validated call (DLA-9): its sizes and the token range of each sequence (DLA-8.1).
+
+    Without ``cu_seqlens`` every batch row is one sequence of length ``T``
+    (``segments == ((0, T),)`` and cache row ``n`` is batch row ``n``); with it,
+    ``B == 1`` and sequence ``n`` is ``segments[n]`` with cache row ``n``.
+    """
+
+    B: int
+    T: int
+    H: int
+    K: int | None
+    V: int | None
+    C: int
+    segments: tuple[tuple[int, int], ...]
+    packed: bool
+
+    @property
+    def N(self) -> int:
+        """Number of sequences, i.e. rows of the cache (DLA-7.1)."""
+        return len(self.segments) if self.packed else self.B
+
+    def cache_rows(self, i: int) -> slice:
+        """The cache rows of segment ``i``: its own row when packed, every batch row otherwise."""
+        return slice(i, i + 1) if self.packed else slice(0, self.B)
+
+
+def _segments(cu: np.ndarray | None, T: int) -> tuple[tuple[int, int], ...]:
+    if cu is None:
+        return ((0, T),)
+    return tuple((int(a), int(b)) for a, b in itertools.pairwise(cu))
+
+
+def _check_sequences(call: Call, config: Config, initial_cache: Any) -> None:
+    """DLA-7.1, DLA-9.9 and DLA-9.11 for every sequence of ``call``."""
+    if initial_cache is not None:
+        check_cache(initial_cache, call.N, call.H, call.C, call.K, call.V)
+    if config.policy == "fenwick":
+        pos0 = (np.zeros(call.N, np.int64) if initial_cache is None
+                else _host(initial_cache.position).astype(np.int64))
+        lengths = (np.array([b - a for a, b in call.segments]) if call.packed
+                   else np.full(call.N, call.T))
+        check_fenwick_capacity(call.C, pos0, lengths)
+
+
+def _plan_rows(x: np.ndarray) -> np.ndarray:
+    """``[B, T, H, ...] -> [B * H, T, ...]``."""
+    return np.moveaxis(x, 2, 1).reshape(x.shape[0] * x.shape[2], x.shape[1], *x.shape[3:])
+
+
+def _check_plan_continues_cache(plan: Plan, call: Call, initial_cache: Any) -> None:
+    """DLA-6.4, DLA-9.10: in every sequence, an injected plan coarsens from its carried cache."""
+    starts = _plan_rows(_host(plan.starts).astype(np.int64))
+    count = _plan_rows(_host(plan.count).astype(np.int64))
+    H, C = call.H, call.C
+    for i, (a, b) in enumerate(call.segments):
+        n = call.cache_rows(i)  # plan rows: every (batch row, head); packed, B == 1: the heads
+        if initial_cache is None:
+            R = (n.stop - n.start) * H
+            starts0, count0, pos0 = np.full((R, C), -1), np.zeros(R, np.int64), np.zeros(R)
+        else:
+            starts0 = _host(initial_cache.starts)[n].astype(np.int64).reshape(-1, C)
+            count0 = _host(initial_cache.count)[n].astype(np.int64).reshape(-1)
+            pos0 = np.repeat(_host(initial_cache.position)[n].astype(np.int64), H)
+        check_plan_coarsens(starts[:, a:b], count[:, a:b], starts0, count0,
+                            pos0.astype(np.int64))
+
+
+def check_forward_call(
+    q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, kind: str, beta: Any = None,
+    scores: Any = None, plan: Any = None, initial_cache: Any = None, cu_seqlens: Any = None,
+) -> Call:
+    """DLA-9: every rule on one ``forward`` call, in one order for every implementation.
+
+    ``kind`` is the implementation's array kind (``"numpy"`` or ``"torch"``).
+    """
+    check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
+                      "scores": scores, "cu_seqlens": cu_seqlens}, kind)
+    d = check_forward_inputs(q, k, v, g, lam, config, beta, scores)
+    cu = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, d.B, d.T)
+    call = Call(d.B, d.T, d.H, d.K, d.V, d.C, _segments(cu, d.T), cu is not None)
+    _check_sequences(call, config, initial_cache)
+    if plan is not None:
+        check_plan(plan, d.B, d.T, d.H, d.C)
+        _check_plan_continues_cache(plan, call, initial_cache)
+    return call
+
+
+def check_plan_call(config: Config, *, kind: str, k: Any = None, scores: Any = None,
+                    initial_cache: Any = None, cu_seqlens: Any = None) -> Call:
+    """DLA-9: every rule on one ``make_plan`` call (``V`` is ``None``: no values are given)."""
+    check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, kind)
+    B, T, H, K = check_plan_inputs(config, k, scores)
+    cu = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, B, T)
+    call = Call(B, T, H, K, None, config.capacity, _segments(cu, T), cu is not None)
+    _check_sequences(call, config, initial_cache)
+    return call

@@ -50,12 +50,6 @@ def _npint(x: Any) -> np.ndarray:
     return np.asarray(x, np.int64)
 
 
-def _segments(cu: np.ndarray | None, T: int) -> list[tuple[int, int]]:
-    if cu is None:
-        return [(0, T)]
-    return [(int(cu[i]), int(cu[i + 1])) for i in range(len(cu) - 1)]
-
-
 @dataclass
 class _Carried:
     """The carried cache of one group of rows (or a fresh start)."""
@@ -98,19 +92,14 @@ def _scores(config: Config, k_rows: torch.Tensor | None, s_rows: torch.Tensor | 
 def make_plan(config: Config, *, k: Any = None, scores: Any = None,
               initial_cache: Cache | None = None, cu_seqlens: Any = None) -> Plan:
     """DLA-6.1, DLA-11.1: every discrete decision, as a :class:`dla.Plan` of torch int64 tensors."""
-    val.check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
-    B, T, H, K = val.check_plan_inputs(config, k, scores)
-    C = config.capacity
-    cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
-    segs = _segments(cu, T)
-    N = len(segs) if cu is not None else B
-    if initial_cache is not None:
-        val.check_cache(initial_cache, N, H, C, K, None)
+    call = val.check_plan_call(config, kind="torch", k=k, scores=scores,
+                               initial_cache=initial_cache, cu_seqlens=cu_seqlens)
+    B, H, C = call.B, call.H, call.C
     k_r = None if k is None else to_rows(k)
     s_r = None if scores is None else to_rows(scores)
     parts = []
-    for i, (a, b) in enumerate(segs):
-        n = slice(i, i + 1) if cu is not None else slice(0, B)
+    for i, (a, b) in enumerate(call.segments):
+        n = call.cache_rows(i)
         car = _carried(initial_cache, n, H, C)
         iota = _scores(config, None if k_r is None else k_r[:, a:b],
                        None if s_r is None else s_r[:, a:b], car)
@@ -151,20 +140,14 @@ def forward(
     the chunk length ``L`` of the chunked executor. Gates (``g``, ``lam``,
     ``beta``) given in another supported dtype are computed in q's dtype (DLA-1.3).
     """
-    val.check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
-                          "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
-    d = val.check_forward_inputs(q, k, v, g, lam, config, beta, scores)
+    call = val.check_forward_call(q, k, v, g, lam, config, kind="torch", beta=beta,
+                                  scores=scores, plan=plan, initial_cache=initial_cache,
+                                  cu_seqlens=cu_seqlens)
     dt = _check_dtype(q)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size: must be an int >= 1, got {chunk_size!r}")
-    B, T, H, K, V, C = d.B, d.T, d.H, d.K, d.V, d.C
-    cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
-    segs = _segments(cu, T)
-    N = len(segs) if cu is not None else B
-    if initial_cache is not None:
-        val.check_cache(initial_cache, N, H, C, K, V)
-    if plan is not None:
-        val.check_plan(plan, B, T, H, C)
+    B, H, C = call.B, call.H, call.C
+    K, V = int(q.shape[3]), int(v.shape[3])
     scale = config.resolved_scale(K)
     named = (("q", q), ("k", k), ("v", v), ("g", g), ("lam", lam))
     # one contiguous copy per input here; a strided row view (e.g. B = 1) would be copied
@@ -177,8 +160,8 @@ def forward(
         f: to_rows(torch.as_tensor(getattr(plan, f)).to(torch.int64))
         for f in ("boundary", "count", "starts", "labels")}
     outs, finals = [], []
-    for i, (a, b) in enumerate(segs):
-        n = slice(i, i + 1) if cu is not None else slice(0, B)
+    for i, (a, b) in enumerate(call.segments):
+        n = call.cache_rows(i)
         car = _carried(initial_cache, n, H, C)
         sl = {name: None if x is None else x[:, a:b] for name, x in rows.items()}
         pl = None if plan_r is None else {f: x[:, a:b] for f, x in plan_r.items()}
@@ -205,12 +188,8 @@ def _forward_segment(config, sl, s_rows, plan_rows, car: _Carried, scale, chunk_
         rp = run_policy(iota, config, car.part)
         st, lb, cnt = (torch.from_numpy(x) for x in (rp.starts, rp.labels, rp.count))
         exact_info = rp.final_info
-    else:
-        if config.policy == "fenwick":
-            val.check_fenwick_capacity(C, car.part.position, T)
+    else:  # validated by check_forward_call (DLA-6.4, DLA-9.10, DLA-9.11)
         st, lb, cnt = plan_rows["starts"], plan_rows["labels"], plan_rows["count"]
-        val.check_plan_coarsens(st.numpy(), cnt.numpy(), car.part.starts, car.part.count,
-                                car.part.position)
         exact_info = None
     S0 = (torch.zeros(R, C, K, V, dtype=dt) if car.states is None else car.states.to(dt))
     if T == 0:

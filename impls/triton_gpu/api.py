@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from dla.arrays import as_numpy
 from dla.cache import Cache
 from dla.config import Config
 from dla.impls.triton_gpu.forward_kernels import launch_forward, previous_partition
@@ -41,20 +39,6 @@ def _require_kernel_dtype(q: torch.Tensor) -> None:
         raise TypeError(
             f"q: dla.impls.triton_gpu supports float32, float16 and bfloat16, got "
             f"{str(q.dtype).removeprefix('torch.')}; use dla.impls.torch_cpu for float64 (DLA-9.3)"
-        )
-
-
-def _check_injected_plan(plan: Plan, rows: Rows, init) -> None:
-    """DLA-6.4, DLA-9.10: per sequence, an injected plan only coarsens from its carried cache."""
-    starts = as_numpy(plan.starts).astype(np.int64)
-    count = as_numpy(plan.count).astype(np.int64)
-    B, T, H, C = starts.shape
-    starts, count = starts.reshape(B * T, H, C), count.reshape(B * T, H)
-    count0, starts0 = (x.cpu().numpy().astype(np.int64) for x in init[:2])
-    for n, (b, length) in enumerate(zip(rows.bos.tolist(), rows.lens.tolist(), strict=True)):
-        val.check_plan_coarsens(
-            starts[b:b + length].transpose(1, 0, 2), count[b:b + length].T,
-            starts0[n], count0[n], np.full(H, init[3][n], np.int64),
         )
 
 
@@ -87,15 +71,11 @@ def _initial(cache: Cache | None, N: int, H: int, C: int, dev: torch.device):
             t(cache.prev_key, torch.float64), t(cache.labels, torch.int64))
 
 
-def _setup(config: Config, B: int, T: int, H: int, C: int, cu_seqlens: Any,
-           initial_cache: Cache | None, K: int | None, V: int | None, dev: torch.device,
-           chunk: int):
-    cu = None if cu_seqlens is None else val.check_cu_seqlens(cu_seqlens, B, T)
-    N = B if cu is None else len(cu) - 1
-    if initial_cache is not None:
-        val.check_cache(initial_cache, N, H, C, K, V)
-    init = _initial(initial_cache, N, H, C, dev)
-    rows = make_rows(B, T, H, None if cu is None else [int(x) for x in cu], init[3], chunk, dev)
+def _setup(call: val.Call, initial_cache: Cache | None, dev: torch.device, chunk: int):
+    """The kernels' row layout and carried state of a validated call."""
+    init = _initial(initial_cache, call.N, call.H, call.C, dev)
+    cu = [a for a, _ in call.segments] + [call.T] if call.packed else None
+    rows = make_rows(call.B, call.T, call.H, cu, init[3], chunk, dev)
     return rows, init
 
 
@@ -140,13 +120,13 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
               initial_cache: Cache | None = None, cu_seqlens: Any = None,
               chunk: int = CHUNK) -> Plan:
     """DLA-6.1, DLA-11.1: the plan, computed on the device of ``k`` (or ``scores``)."""
-    val.check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
-    B, T, H, K = val.check_plan_inputs(config, k, scores)
+    call = val.check_plan_call(config, kind="torch", k=k, scores=scores,
+                               initial_cache=initial_cache, cu_seqlens=cu_seqlens)
     dev = _device_of(scores if config.score == "external" else k)
-    rows, init = _setup(config, B, T, H, config.capacity, cu_seqlens, initial_cache, K, None,
-                        dev, chunk)
-    p, _ = _device_plan(config, rows, _flat(k, dev), _flat(scores, dev), init, B * T, H)
-    return _to_plan(p, B, T)
+    rows, init = _setup(call, initial_cache, dev, chunk)
+    p, _ = _device_plan(config, rows, _flat(k, dev), _flat(scores, dev), init, call.B * call.T,
+                        call.H)
+    return _to_plan(p, call.B, call.T)
 
 
 def _final_info(p: DevicePlan, iota: torch.Tensor, rows: Rows, init) -> torch.Tensor:
@@ -183,17 +163,15 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
             output_final_cache: bool = False, cu_seqlens: Any = None,
             chunk: int = CHUNK) -> tuple[torch.Tensor, Cache | None]:
     """DLA-5, DLA-11.1: ``o [B, T, H, V]`` in ``q``'s dtype and optionally the final cache."""
-    val.check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
-                          "scores": scores, "cu_seqlens": cu_seqlens}, "torch")
-    d = val.check_forward_inputs(q, k, v, g, lam, config, beta, scores)
+    call = val.check_forward_call(q, k, v, g, lam, config, kind="torch", beta=beta,
+                                  scores=scores, plan=plan, initial_cache=initial_cache,
+                                  cu_seqlens=cu_seqlens)
     _require_gla(config)
     _require_kernel_dtype(q)
-    B, T, H, K, V, C = d.B, d.T, d.H, d.K, d.V, d.C
+    B, T, H, C = call.B, call.T, call.H, call.C
+    K, V = int(q.shape[3]), int(v.shape[3])
     dev = _device_of(q)
-    rows, init = _setup(config, B, T, H, C, cu_seqlens, initial_cache, K, V, dev, chunk)
-    if plan is not None:
-        val.check_plan(plan, B, T, H, C)
-        _check_injected_plan(plan, rows, init)
+    rows, init = _setup(call, initial_cache, dev, chunk)
     qf, kf, vf, gf, lf = (_flat(x, dev) for x in (q, k, v, g, lam))
     own, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
     p = own if plan is None else _from_plan(plan, dev)
