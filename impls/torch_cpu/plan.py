@@ -80,8 +80,8 @@ class RowPlan:
 
 def recency_labels(count: np.ndarray, C: int) -> np.ndarray:
     """DLA-3.5: slot ``j`` has label ``count - 1 - j``; ``-1`` in unused slots."""
-    lab = count[..., None] - 1 - np.arange(C)
-    return np.where(lab >= 0, lab, -1)
+    lab = (count - 1)[..., None] - np.arange(C)
+    return np.maximum(lab, -1, out=lab)
 
 
 # ----------------------------------------------------------------- dla policy
@@ -116,13 +116,38 @@ def _dla_row_events(iota: list[float], bidx: list[int], C: int, count0: int,
     return events, info
 
 
-def plan_dla(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
-    """DLA-3: the dla policy over ``iota [R, T]`` (float64), continuing from ``init``."""
-    R, T = iota.shape
-    C = config.capacity
+def _boundaries(iota: np.ndarray, config: Config, init: Partition) -> np.ndarray:
+    """DLA-3.1: ``iota_t > tau``, and the first token of a row that has no state."""
     boundary = iota > config.tau
-    if T:
-        boundary[:, 0] |= init.count == 0  # DLA-3.1: a token that finds no state opens one
+    if iota.shape[1]:
+        boundary[:, 0] |= init.count == 0
+    return boundary
+
+
+def _readout(boundary: np.ndarray, table: np.ndarray, final_info: np.ndarray,
+             C: int) -> RowPlan:
+    """The per-position plan: ``table[r, e]`` holds the starts after event ``e`` (0: before
+    any), so readout ``t`` takes event ``cumsum(boundary)[t]`` (DLA-3.5, DLA-6.2).
+
+    Counts and labels are computed once per event, then all three fields are
+    gathered as whole rows of the flattened ``[R (E+1), C]`` tables."""
+    R, T = boundary.shape
+    n_events = table.shape[1]
+    count_table = (table >= 0).sum(axis=2).astype(np.int64)
+    labels_table = recency_labels(count_table, C)
+    event = np.cumsum(boundary, axis=1, dtype=np.int64)
+    event += (np.arange(R, dtype=np.int64) * n_events)[:, None]
+    flat = event.ravel()
+    starts = np.take(table.reshape(-1, C), flat, axis=0).reshape(R, T, C)
+    labels = np.take(labels_table.reshape(-1, C), flat, axis=0).reshape(R, T, C)
+    count = np.take(count_table.ravel(), flat).reshape(R, T)
+    return RowPlan(boundary, count, starts, labels, final_info)
+
+
+def plan_dla_per_row(iota: np.ndarray, boundary: np.ndarray, C: int,
+                     init: Partition) -> RowPlan:
+    """DLA-3 with one Python event loop per row (fastest at few rows)."""
+    R = iota.shape[0]
     table = np.full((R, 1 + int(boundary.sum(axis=1).max(initial=0)), C), -1, np.int64)
     table[:, 0] = init.starts
     final_info = np.zeros((R, C))
@@ -135,10 +160,170 @@ def plan_dla(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
         if events:
             table[r, 1 : 1 + len(events)] = events
         final_info[r, : len(info)] = info
-    idx = np.cumsum(boundary, axis=1, dtype=np.int64)  # event index in force at readout t
-    starts = np.take_along_axis(table, idx[:, :, None], axis=1)
-    count = (starts >= 0).sum(axis=2).astype(np.int64)
-    return RowPlan(boundary, count, starts, recency_labels(count, C), final_info)
+    return _readout(boundary, table, final_info, C)
+
+
+# ------------------------------------------------- dla policy, vectorized across rows
+def _event_times(boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The time of the ``e``-th boundary of every row, ``[R, E]`` (``T`` past a row's last
+    event), and the number of events of every row ``[R]`` (DLA-3.1)."""
+    R, T = boundary.shape
+    n = boundary.sum(axis=1)
+    times = np.full((R, int(n.max(initial=0))), T, np.int64)
+    r, t = np.nonzero(boundary)  # row-major: each row's times in order
+    times[r, np.arange(r.size) - np.repeat(np.cumsum(n) - n, n)] = t
+    return times, n
+
+
+def _segment_bounds(times: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """First token and length ``[R, E+1]`` of the tokens between event ``e - 1`` and event
+    ``e`` (``e = E``: the tail; empty past a row's last event)."""
+    R = times.shape[0]
+    stop = np.concatenate([times, np.full((R, 1), T, np.int64)], axis=1)
+    start = np.minimum(np.concatenate([np.zeros((R, 1), np.int64), times + 1], axis=1), T)
+    return start, stop - start
+
+
+def _widths(length: np.ndarray) -> np.ndarray:
+    """Columns of each event's padded block: the longest segment plus one for the base."""
+    return length.max(axis=0, initial=0) + 1
+
+
+def _padded_width(times: np.ndarray, T: int) -> int:
+    """Columns of :class:`_Segments`'s ``values`` for these event times."""
+    return int(_widths(_segment_bounds(times, T)[1]).sum())
+
+
+@dataclass
+class _Segments:
+    """The tokens each event adds to the newest state before it opens a new one (DLA-3.3
+    step 3), for every row and event ``e = 0 .. E`` (``E``: the tail after the last).
+
+    Event ``e``'s block is the columns ``offset[e] .. offset[e] + width[e] - 1`` of
+    ``values [R, sum(width)]``: column 0 is free for the state's information, then the
+    row's segment ``iota[cursor .. stop - 1]`` padded with zeros; ``length [R, E+1]``.
+    These do not depend on any state, so they are gathered once for all events.
+    """
+
+    values: np.ndarray
+    offset: np.ndarray
+    width: np.ndarray
+    length: np.ndarray
+
+    @classmethod
+    def of(cls, iota: np.ndarray, boundary: np.ndarray, times: np.ndarray) -> _Segments:
+        start, length = _segment_bounds(times, iota.shape[1])
+        width = _widths(length)
+        offset = np.cumsum(width) - width
+        # token t outside the boundaries belongs to event e = number of boundaries <= t
+        r, t = np.nonzero(~boundary)
+        e = np.cumsum(boundary, axis=1)[r, t]
+        values = np.zeros((iota.shape[0], int(width.sum())))
+        values[r, offset[e] + 1 + t - start[r, e]] = iota[r, t]
+        return cls(values, offset, width, length)
+
+    def fold(self, e: int, base: np.ndarray) -> np.ndarray:
+        """DLA-3.2: ``((base + iota[cursor]) + ...) + iota[stop - 1]`` for every row, added
+        left to right as the reference's running sum.
+
+        ``np.cumsum`` accumulates sequentially (not pairwise) and the zero padding
+        comes after the row's own length, where it is read: the same additions in
+        the same order as the reference, so the same bits."""
+        block = self.values[:, self.offset[e] : self.offset[e] + self.width[e]]
+        block[:, 0] = base
+        np.cumsum(block, axis=1, out=block)
+        return block[np.arange(block.shape[0]), self.length[:, e]]
+
+
+@dataclass
+class _Slots:
+    """The partitions of ``R`` rows with one spare slot for the ``(C+1)``-th state between
+    opening and merging (DLA-3.3): ``count [R]``, ``starts [R, C+1]``, ``info [R, C+1]``."""
+
+    count: np.ndarray
+    starts: np.ndarray
+    info: np.ndarray
+
+    @classmethod
+    def of(cls, init: Partition) -> _Slots:
+        R = init.count.shape[0]
+        return cls(init.count.copy(),
+                   np.concatenate([init.starts, np.full((R, 1), -1, np.int64)], axis=1),
+                   np.concatenate([init.info, np.zeros((R, 1))], axis=1))
+
+    def add_to_newest(self, segments: _Segments, e: int) -> None:
+        """DLA-3.3 step 3 for the tokens between event ``e - 1`` and event ``e``."""
+        rows = np.arange(self.count.shape[0])
+        newest = np.maximum(self.count - 1, 0)  # a row without states has nothing to add
+        self.info[rows, newest] = segments.fold(e, self.info[rows, newest])
+
+    def open(self, rows: np.ndarray, t: np.ndarray, iota: np.ndarray, pos0: np.ndarray) -> None:
+        """DLA-3.3 steps 2 and 3 at a boundary ``t``: a new state ``{t}`` with ``0 + iota_t``."""
+        c = self.count[rows]
+        self.starts[rows, c] = pos0[rows] + t
+        self.info[rows, c] = 0.0 + iota[rows, t]
+        self.count[rows] += 1
+
+    def merge(self, C: int) -> None:
+        """DLA-3.4: where ``count > C``, merge the adjacent pair with the least
+        ``I_i + I_{i+1}`` (argmin's first minimum: the oldest pair on ties)."""
+        over = np.flatnonzero(self.count > C)
+        if over.size == 0:
+            return
+        info = self.info[over]
+        cost = info[:, :-1] + info[:, 1:]
+        m = np.argmin(cost, axis=1)
+        n = np.arange(over.size)
+        info[n, m] = cost[n, m]
+        keep = np.arange(C + 1) != (m + 1)[:, None]  # slot m+1 leaves, newer ones shift
+        self.info[over, :C] = info[keep].reshape(-1, C)
+        self.starts[over, :C] = self.starts[over][keep].reshape(-1, C)
+        self.info[over, C], self.starts[over, C] = 0.0, -1
+        self.count[over] -= 1
+
+
+def plan_dla_across_rows(iota: np.ndarray, boundary: np.ndarray, C: int, init: Partition,
+                         times: np.ndarray, n: np.ndarray) -> RowPlan:
+    """DLA-3 with one loop over the event index: step ``e`` handles the ``e``-th boundary
+    of every row at once (rows with fewer events are masked out). ``times, n``:
+    :func:`_event_times` of ``boundary``."""
+    R = iota.shape[0]
+    segments = _Segments.of(iota, boundary, times)
+    table = np.full((R, 1 + times.shape[1], C), -1, np.int64)
+    table[:, 0] = init.starts
+    slots = _Slots.of(init)
+    for e in range(times.shape[1]):
+        slots.add_to_newest(segments, e)
+        rows = np.flatnonzero(e < n)
+        slots.open(rows, times[rows, e], iota, init.position)
+        slots.merge(C)
+        table[:, e + 1] = slots.starts[:, :C]
+    slots.add_to_newest(segments, times.shape[1])
+    return _readout(boundary, table, slots.info[:, :C].copy(), C)
+
+
+ACROSS_ROWS_FROM = 16
+"""Rows from which :func:`plan_dla` takes the event-index loop (the measured crossover,
+``benchmarks/torch_cpu.md``)."""
+
+MAX_PADDING = 16
+"""The event-index loop pads every event's segment to the longest among the rows
+(:class:`_Segments`); above ``MAX_PADDING * T`` padded columns (rows whose events
+are far out of step) :func:`plan_dla` takes the per-row loop instead."""
+
+
+def plan_dla(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
+    """DLA-3: the dla policy over ``iota [R, T]`` (float64), continuing from ``init``.
+
+    Both paths make the same decisions with the same floating-point sums; the
+    per-row loop is cheaper at few rows, the event-index loop at many."""
+    R, T = iota.shape
+    boundary = _boundaries(iota, config, init)
+    if R >= ACROSS_ROWS_FROM:
+        times, n = _event_times(boundary)
+        if _padded_width(times, T) <= MAX_PADDING * max(T, 1):
+            return plan_dla_across_rows(iota, boundary, config.capacity, init, times, n)
+    return plan_dla_per_row(iota, boundary, config.capacity, init)
 
 
 # ----------------------------------------------------------------- fenwick policy
