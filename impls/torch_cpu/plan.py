@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
+import torch
 
 from dla.config import Config
 from dla.reference import validation as val
@@ -170,8 +171,8 @@ def _event_times(boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     R, T = boundary.shape
     n = boundary.sum(axis=1)
     times = np.full((R, int(n.max(initial=0))), T, np.int64)
-    r, t = np.nonzero(boundary)  # row-major: each row's times in order
-    times[r, np.arange(r.size) - np.repeat(np.cumsum(n) - n, n)] = t
+    rt = np.flatnonzero(boundary)  # row-major: each row's times in order
+    times[rt // T, np.arange(rt.size) - np.repeat(np.cumsum(n) - n, n)] = rt % T
     return times, n
 
 
@@ -200,9 +201,10 @@ class _Segments:
     step 3), for every row and event ``e = 0 .. E`` (``E``: the tail after the last).
 
     Event ``e``'s block is the columns ``offset[e] .. offset[e] + width[e] - 1`` of
-    ``values [R, sum(width)]``: column 0 is free for the state's information, then the
-    row's segment ``iota[cursor .. stop - 1]`` padded with zeros; ``length [R, E+1]``.
-    These do not depend on any state, so they are gathered once for all events.
+    ``values [R, sum(width)]`` (a torch view of a NumPy array): column 0 is free for
+    the state's information, then the row's segment ``iota[cursor .. stop - 1]``
+    padded with zeros; ``length [R, E+1]``. They do not depend on any state, so
+    they are scattered once for all events.
     """
 
     values: np.ndarray
@@ -212,33 +214,40 @@ class _Segments:
 
     @classmethod
     def of(cls, iota: np.ndarray, boundary: np.ndarray, times: np.ndarray) -> _Segments:
-        start, length = _segment_bounds(times, iota.shape[1])
+        R, T = iota.shape
+        _, length = _segment_bounds(times, T)
         width = _widths(length)
         offset = np.cumsum(width) - width
-        # token t outside the boundaries belongs to event e = number of boundaries <= t
-        r, t = np.nonzero(~boundary)
-        e = np.cumsum(boundary, axis=1)[r, t]
-        values = np.zeros((iota.shape[0], int(width.sum())))
-        values[r, offset[e] + 1 + t - start[r, e]] = iota[r, t]
+        # token t belongs to event e = number of boundaries <= t, at column t - (time of
+        # event e - 1); a boundary lands in column 0 of its own event, which the base
+        # overwrites before it is read
+        e = np.cumsum(boundary, axis=1, dtype=np.int64)
+        before = np.concatenate([np.full((R, 1), -1, np.int64), times], axis=1)
+        col = offset[e] + np.arange(T) - np.take_along_axis(before, e, axis=1)
+        values = np.zeros((R, int(width.sum())))
+        np.put_along_axis(values, col, iota, axis=1)
         return cls(values, offset, width, length)
 
     def fold(self, e: int, base: np.ndarray) -> np.ndarray:
         """DLA-3.2: ``((base + iota[cursor]) + ...) + iota[stop - 1]`` for every row, added
         left to right as the reference's running sum.
 
-        ``np.cumsum`` accumulates sequentially (not pairwise) and the zero padding
-        comes after the row's own length, where it is read: the same additions in
-        the same order as the reference, so the same bits."""
+        ``torch.cumsum`` on CPU accumulates each row sequentially in float64 (not
+        pairwise; NumPy's accumulate does too, at several times the cost) and the
+        zero padding comes after the row's own length, where it is read: the same
+        additions in the same order, so the same bits (the near-tie tests of
+        ``tests/test_torch_cpu_plan.py`` fail on any other order)."""
         block = self.values[:, self.offset[e] : self.offset[e] + self.width[e]]
         block[:, 0] = base
-        np.cumsum(block, axis=1, out=block)
-        return block[np.arange(block.shape[0]), self.length[:, e]]
+        acc = torch.cumsum(torch.from_numpy(block), 1).numpy()
+        return acc[np.arange(base.shape[0]), self.length[:, e]]
 
 
 @dataclass
 class _Slots:
-    """The partitions of ``R`` rows with one spare slot for the ``(C+1)``-th state between
-    opening and merging (DLA-3.3): ``count [R]``, ``starts [R, C+1]``, ``info [R, C+1]``."""
+    """The partitions of ``R`` rows, oldest first, with a spare slot ``C`` for the
+    ``(C+1)``-th state between opening and merging (DLA-3.3) and a slot ``C + 1`` that
+    stays empty (the merge shifts it in): ``count [R]``, ``starts``, ``info [R, C+2]``."""
 
     count: np.ndarray
     starts: np.ndarray
@@ -248,8 +257,8 @@ class _Slots:
     def of(cls, init: Partition) -> _Slots:
         R = init.count.shape[0]
         return cls(init.count.copy(),
-                   np.concatenate([init.starts, np.full((R, 1), -1, np.int64)], axis=1),
-                   np.concatenate([init.info, np.zeros((R, 1))], axis=1))
+                   np.concatenate([init.starts, np.full((R, 2), -1, np.int64)], axis=1),
+                   np.concatenate([init.info, np.zeros((R, 2))], axis=1))
 
     def add_to_newest(self, segments: _Segments, e: int) -> None:
         """DLA-3.3 step 3 for the tokens between event ``e - 1`` and event ``e``."""
@@ -266,20 +275,22 @@ class _Slots:
 
     def merge(self, C: int) -> None:
         """DLA-3.4: where ``count > C``, merge the adjacent pair with the least
-        ``I_i + I_{i+1}`` (argmin's first minimum: the oldest pair on ties)."""
-        over = np.flatnonzero(self.count > C)
-        if over.size == 0:
-            return
-        info = self.info[over]
-        cost = info[:, :-1] + info[:, 1:]
-        m = np.argmin(cost, axis=1)
-        n = np.arange(over.size)
-        info[n, m] = cost[n, m]
-        keep = np.arange(C + 1) != (m + 1)[:, None]  # slot m+1 leaves, newer ones shift
-        self.info[over, :C] = info[keep].reshape(-1, C)
-        self.starts[over, :C] = self.starts[over][keep].reshape(-1, C)
-        self.info[over, C], self.starts[over, C] = 0.0, -1
-        self.count[over] -= 1
+        ``I_i + I_{i+1}`` (argmin's first minimum: the oldest pair on ties).
+
+        Whole-array form: a row that does not merge takes ``m = C``, which moves
+        nothing; in a row that merges, slot ``m`` takes the pair's sum and the slots
+        after ``m + 1`` shift down by one (the empty slot ``C + 1`` fills slot ``C``)."""
+        rows = np.arange(self.count.shape[0])
+        over = self.count > C
+        cost = self.info[:, :C] + self.info[:, 1 : C + 1]
+        m = np.where(over, np.argmin(cost, axis=1), C)
+        j = np.arange(C + 1)
+        src = j + (j > m[:, None])
+        info = self.info[rows[:, None], src]
+        info[rows, m] = np.where(over, cost[rows, np.minimum(m, C - 1)], info[rows, m])
+        self.info[:, : C + 1] = info
+        self.starts[:, : C + 1] = self.starts[rows[:, None], src]
+        self.count -= over
 
 
 def plan_dla_across_rows(iota: np.ndarray, boundary: np.ndarray, C: int, init: Partition,
