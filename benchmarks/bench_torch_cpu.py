@@ -36,7 +36,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 # the thread count must reach NumPy's BLAS before NumPy loads, so it is read here
 _THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1"
@@ -187,19 +188,43 @@ def table_chunks(T: int, C: int, tau: float, chunks: list[int], repeats: int) ->
                   f"| {ms:.1f} |", flush=True)
 
 
-def table_plan_rows(T: int, C: int, tau: float, shapes: list[tuple[int, int]]) -> None:
-    """The plan stage alone (``make_plan``) against the reference's, as rows ``B * H`` grow."""
+@contextmanager
+def _dla_path(path: str) -> Iterator[None]:
+    """Force one path of the dla plan (``per_row`` or ``across_rows``) whatever the rows."""
+    from dla.impls.torch_cpu import plan as tc_plan
+
+    saved = tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING
+    if path == "per_row":
+        tc_plan.ACROSS_ROWS_FROM = 10**9
+    else:
+        tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING = 1, 10**9
+    try:
+        yield
+    finally:
+        tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING = saved
+
+
+def table_plan_rows(T: int, C: int, tau: float, shapes: list[tuple[int, int]],
+                    repeats: int) -> None:
+    """The plan stage alone (``make_plan``) against the reference's, as rows ``B * H`` grow:
+    the default dispatch, then each dla path forced (per-row loop, event-index loop)."""
     from dla.reference import make_plan as ref_make_plan
 
-    print("| B x H rows | torch_cpu plan (ms) | reference plan (ms) | ratio |")
-    print("|---|---|---|---|")
+    print("| B x H rows | torch_cpu plan (ms) | per-row loop (ms) | event-index loop (ms) "
+          "| reference plan (ms) | ratio |")
+    print("|---|---|---|---|---|---|")
     cfg = Config(capacity=C, tau=tau, score="external")
     for B, H in shapes:
         s = np.random.default_rng(0).uniform(0.0, 1.0, (B, T, H))
         st = torch.from_numpy(s)
-        mine = best_time(lambda st=st: tc.make_plan(cfg, scores=st), 3) * 1e3
+        mine = best_time(lambda st=st: tc.make_plan(cfg, scores=st), repeats) * 1e3
+        paths = []
+        for path in ("per_row", "across_rows"):
+            with _dla_path(path):
+                paths.append(best_time(lambda st=st: tc.make_plan(cfg, scores=st), repeats) * 1e3)
         ref = best_time(lambda s=s: ref_make_plan(cfg, scores=s), 1) * 1e3
-        print(f"| {B} x {H} | {mine:.1f} | {ref:.1f} | {ref / mine:.1f}x |", flush=True)
+        print(f"| {B} x {H} | {mine:.1f} | {paths[0]:.1f} | {paths[1]:.1f} | {ref:.1f} "
+              f"| {ref / mine:.1f}x |", flush=True)
 
 
 def table_parts(T: int, C: int, tau: float, repeats: int) -> None:
@@ -293,8 +318,11 @@ def main() -> None:
         table_chunks(a.chunk_T, a.C, a.taus[0], a.chunks, a.repeats)
     if a.only in (None, "plan"):
         print(f"\nload {os.getloadavg()[0]:.2f}\n")
-        print(f"Plan stage alone, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")
-        table_plan_rows(a.chunk_T, a.C, a.taus[0], [(1, 4), (8, 16)])
+        for tau in a.taus:
+            print(f"Plan stage alone, T={a.chunk_T}, C={a.C}, tau={tau}:\n")
+            table_plan_rows(a.chunk_T, a.C, tau, [(1, 4), (1, 16), (2, 16), (3, 16), (4, 16),
+                                                  (8, 16)], a.repeats)
+            print()
     if a.only in (None, "parts"):
         print(f"\nload {os.getloadavg()[0]:.2f}\n")
         print(f"Stages of one forward, T={a.chunk_T}, C={a.C}, tau={a.taus[0]}:\n")

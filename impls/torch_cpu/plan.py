@@ -9,17 +9,25 @@ loops over every token in Python:
   and only opening a state adds one), so the partition is constant between
   two boundaries and the only sequential work is one step per *boundary
   event*. Between events the newest state's information grows by the scores
-  of its tokens; it is accumulated with :func:`functools.reduce` (a C-level,
-  left-to-right fold), so every information value, and therefore every
-  merge cost, is bit-identical to the reference's running sums (DLA-3.2,
-  DLA-3.4; a cumulative-sum difference can differ in the last bit and flip a
-  near-tie). The event loop runs per row in plain Python floats (IEEE
-  doubles, the reference's arithmetic), one cheap step per event; a NumPy
-  loop vectorized across rows would pay its per-call overhead at every
-  event instead. Its cost is the "plan only" column of
-  ``benchmarks/torch_cpu.md``.
-  The per-position plan arrays are then one gather of the event-time
-  partitions by ``cumsum(boundary)``.
+  of its tokens, added left to right as the reference's running sum, so
+  every information value and every merge cost is bit-identical to the
+  reference's (DLA-3.2, DLA-3.4; a cumulative-sum difference can differ in
+  the last bit and flip a near-tie). Two paths make the same decisions:
+
+  - :func:`plan_dla_across_rows` loops over the event *index*: step ``e``
+    handles the ``e``-th boundary of every row at once with array operations
+    (rows with fewer events are masked). The segments between events are
+    scattered once into zero-padded blocks and folded into each row's newest
+    information by a sequential ``torch.cumsum``.
+  - :func:`plan_dla_per_row` runs one event loop per row in plain Python
+    floats (:func:`functools.reduce` folds the segments), cheaper while the
+    rows are few, since the event-index loop pays about 40 array calls per
+    event index whatever the number of rows.
+
+  :func:`plan_dla` dispatches on the number of rows (``ACROSS_ROWS_FROM``,
+  the crossover measured in ``benchmarks/torch_cpu.md``). The per-position
+  plan arrays are then one gather of the event-time partitions by
+  ``cumsum(boundary)``.
 * **fenwick policy (DLA-4).** The partition at absolute position ``p`` is a
   closed form: one state per set bit ``l`` of ``p`` (level ``l + 1``, start
   ``(p >> (l + 1)) << (l + 1)``), oldest (highest bit) first, plus ``{p}``
@@ -313,7 +321,7 @@ def plan_dla_across_rows(iota: np.ndarray, boundary: np.ndarray, C: int, init: P
     return _readout(boundary, table, slots.info[:, :C].copy(), C)
 
 
-ACROSS_ROWS_FROM = 16
+ACROSS_ROWS_FROM = 32
 """Rows from which :func:`plan_dla` takes the event-index loop (the measured crossover,
 ``benchmarks/torch_cpu.md``)."""
 
