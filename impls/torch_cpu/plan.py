@@ -211,7 +211,7 @@ class _Segments:
     Event ``e``'s block is the columns ``offset[e] .. offset[e] + width[e] - 1`` of
     ``values [R, sum(width)]`` (a torch view of a NumPy array): column 0 is free for
     the state's information, then the row's segment ``iota[cursor .. stop - 1]``
-    padded with zeros; ``length [R, E+1]``. They do not depend on any state, so
+    padded with zeros; ``length [E+1, R]``. They do not depend on any state, so
     they are scattered once for all events.
     """
 
@@ -234,9 +234,9 @@ class _Segments:
         col = offset[e] + np.arange(T) - np.take_along_axis(before, e, axis=1)
         values = np.zeros((R, int(width.sum())))
         np.put_along_axis(values, col, iota, axis=1)
-        return cls(values, offset, width, length)
+        return cls(values, offset, width, length.T.copy())
 
-    def fold(self, e: int, base: np.ndarray) -> np.ndarray:
+    def fold(self, e: int, base: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """DLA-3.2: ``((base + iota[cursor]) + ...) + iota[stop - 1]`` for every row, added
         left to right as the reference's running sum.
 
@@ -248,38 +248,43 @@ class _Segments:
         block = self.values[:, self.offset[e] : self.offset[e] + self.width[e]]
         block[:, 0] = base
         acc = torch.cumsum(torch.from_numpy(block), 1).numpy()
-        return acc[np.arange(base.shape[0]), self.length[:, e]]
+        return acc[rows, self.length[e]]
 
 
 @dataclass
 class _Slots:
     """The partitions of ``R`` rows, oldest first, with a spare slot ``C`` for the
     ``(C+1)``-th state between opening and merging (DLA-3.3) and a slot ``C + 1`` that
-    stays empty (the merge shifts it in): ``count [R]``, ``starts``, ``info [R, C+2]``."""
+    stays empty (the merge shifts it in): ``count [R]``, ``starts``, ``info [R, C+2]``;
+    ``rows``: ``arange(R)``."""
 
     count: np.ndarray
     starts: np.ndarray
     info: np.ndarray
+    rows: np.ndarray
 
     @classmethod
     def of(cls, init: Partition) -> _Slots:
         R = init.count.shape[0]
         return cls(init.count.copy(),
                    np.concatenate([init.starts, np.full((R, 2), -1, np.int64)], axis=1),
-                   np.concatenate([init.info, np.zeros((R, 2))], axis=1))
+                   np.concatenate([init.info, np.zeros((R, 2))], axis=1), np.arange(R))
 
     def add_to_newest(self, segments: _Segments, e: int) -> None:
         """DLA-3.3 step 3 for the tokens between event ``e - 1`` and event ``e``."""
-        rows = np.arange(self.count.shape[0])
+        rows = self.rows
         newest = np.maximum(self.count - 1, 0)  # a row without states has nothing to add
-        self.info[rows, newest] = segments.fold(e, self.info[rows, newest])
+        self.info[rows, newest] = segments.fold(e, self.info[rows, newest], rows)
 
-    def open(self, rows: np.ndarray, t: np.ndarray, iota: np.ndarray, pos0: np.ndarray) -> None:
-        """DLA-3.3 steps 2 and 3 at a boundary ``t``: a new state ``{t}`` with ``0 + iota_t``."""
-        c = self.count[rows]
-        self.starts[rows, c] = pos0[rows] + t
-        self.info[rows, c] = 0.0 + iota[rows, t]
-        self.count[rows] += 1
+    def open(self, active: np.ndarray, starts: np.ndarray, info: np.ndarray) -> None:
+        """DLA-3.3 steps 2 and 3 where ``active``: a new state with these ``starts`` and
+        ``info`` (see :func:`_openings`). Other rows write into the empty slot ``C + 1``
+        the empty values it already holds."""
+        rows = self.rows
+        slot = np.where(active, self.count, self.starts.shape[1] - 1)
+        self.starts[rows, slot] = starts
+        self.info[rows, slot] = info
+        self.count += active
 
     def merge(self, C: int) -> None:
         """DLA-3.4: where ``count > C``, merge the adjacent pair with the least
@@ -288,7 +293,7 @@ class _Slots:
         Whole-array form: a row that does not merge takes ``m = C``, which moves
         nothing; in a row that merges, slot ``m`` takes the pair's sum and the slots
         after ``m + 1`` shift down by one (the empty slot ``C + 1`` fills slot ``C``)."""
-        rows = np.arange(self.count.shape[0])
+        rows = self.rows
         over = self.count > C
         cost = self.info[:, :C] + self.info[:, 1 : C + 1]
         m = np.where(over, np.argmin(cost, axis=1), C)
@@ -301,6 +306,19 @@ class _Slots:
         self.count -= over
 
 
+def _openings(iota: np.ndarray, times: np.ndarray, n: np.ndarray,
+              position: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every event index ``e`` (first axis) and row: whether the row has an ``e``-th
+    boundary, the start of the state it opens (its absolute position) and that state's
+    information ``0 + iota_t`` (DLA-3.3 steps 2 and 3); ``-1`` and ``0`` elsewhere."""
+    R, T = iota.shape
+    active = (np.arange(times.shape[1]) < n[:, None]).T.copy()
+    t = np.minimum(times, max(T - 1, 0)).T
+    starts = np.where(active, position + t, -1)
+    info = np.where(active, 0.0 + iota[np.arange(R), t] if T else 0.0, 0.0)
+    return active, starts, info
+
+
 def plan_dla_across_rows(iota: np.ndarray, boundary: np.ndarray, C: int, init: Partition,
                          times: np.ndarray, n: np.ndarray) -> RowPlan:
     """DLA-3 with one loop over the event index: step ``e`` handles the ``e``-th boundary
@@ -311,10 +329,10 @@ def plan_dla_across_rows(iota: np.ndarray, boundary: np.ndarray, C: int, init: P
     table = np.full((R, 1 + times.shape[1], C), -1, np.int64)
     table[:, 0] = init.starts
     slots = _Slots.of(init)
+    active, new_starts, new_info = _openings(iota, times, n, init.position)
     for e in range(times.shape[1]):
         slots.add_to_newest(segments, e)
-        rows = np.flatnonzero(e < n)
-        slots.open(rows, times[rows, e], iota, init.position)
+        slots.open(active[e], new_starts[e], new_info[e])
         slots.merge(C)
         table[:, e + 1] = slots.starts[:, :C]
     slots.add_to_newest(segments, times.shape[1])
