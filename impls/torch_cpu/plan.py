@@ -233,7 +233,7 @@ class _Segments:
         before = np.concatenate([np.full((R, 1), -1, np.int64), times], axis=1)
         col = offset[e] + np.arange(T) - np.take_along_axis(before, e, axis=1)
         values = np.zeros((R, int(width.sum())))
-        np.put_along_axis(values, col, iota, axis=1)
+        np.put(values, col + (np.arange(R) * values.shape[1])[:, None], iota)
         return cls(values, offset, width, length.T.copy())
 
     def fold(self, e: int, base: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -291,18 +291,18 @@ class _Slots:
         ``I_i + I_{i+1}`` (argmin's first minimum: the oldest pair on ties).
 
         Whole-array form: a row that does not merge takes ``m = C``, which moves
-        nothing; in a row that merges, slot ``m`` takes the pair's sum and the slots
-        after ``m + 1`` shift down by one (the empty slot ``C + 1`` fills slot ``C``)."""
-        rows = self.rows
+        nothing; in a row that merges, slot ``m`` takes ``I_m + I_{m+1}`` (the very
+        addition of its cost) and the slots after ``m + 1`` shift down by one (the
+        empty slot ``C + 1`` fills slot ``C``). Slots are read as flat indices."""
+        j = np.arange(C + 1)
         over = self.count > C
         cost = self.info[:, :C] + self.info[:, 1 : C + 1]
-        m = np.where(over, np.argmin(cost, axis=1), C)
-        j = np.arange(C + 1)
-        src = j + (j > m[:, None])
-        info = self.info[rows[:, None], src]
-        info[rows, m] = np.where(over, cost[rows, np.minimum(m, C - 1)], info[rows, m])
-        self.info[:, : C + 1] = info
-        self.starts[:, : C + 1] = self.starts[rows[:, None], src]
+        m = np.where(over, np.argmin(cost, axis=1), C)[:, None]
+        src = (self.rows * (C + 2))[:, None] + j + (j > m)
+        info = np.take(self.info, src)
+        pair = info + np.take(self.info, src + 1, mode="clip")  # read at j == m <= C - 1
+        self.info[:, : C + 1] = np.where(j == m, pair, info)
+        self.starts[:, : C + 1] = np.take(self.starts, src)
         self.count -= over
 
 
