@@ -121,6 +121,22 @@ def test_dla_plan_many_rows_equal_reference(path):
     _same_plan(config(5, tau=0.8, score="external"), path, scores=s)
 
 
+def test_dla_plan_rows_far_out_of_step_fall_back_to_the_per_row_loop():
+    """Row ``r`` has a boundary at each of its first ``r`` tokens, then one long segment:
+    padding every event's segment to the longest would take about ``R^2 T / 2`` values, so
+    the dispatch takes the per-row loop; the plan is still the reference's (DLA-3)."""
+    R, T = 40, 100
+    s = np.full((1, T, R), 0.1)
+    for r in range(R):
+        s[0, :r, r] = 0.9
+        s[0, -1, r] = 0.9
+    times, _ = tc_plan._event_times(s[0].T > 0.5)
+    assert tc_plan._padded_width(times, T) > tc_plan.MAX_PADDING * T  # the case is the fallback
+    assert R >= tc_plan.ACROSS_ROWS_FROM
+    for path in ("default", "across_rows"):
+        _same_plan(config(3, tau=0.5, score="external"), path, scores=s)
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_dla_final_information_is_the_reference_running_sum(path):
     """DLA-3.2, DLA-7.1: the information of the final states (the cache's ``info``) equals

@@ -209,10 +209,10 @@ class _Segments:
     step 3), for every row and event ``e = 0 .. E`` (``E``: the tail after the last).
 
     Event ``e``'s block is the columns ``offset[e] .. offset[e] + width[e] - 1`` of
-    ``values [R, sum(width)]`` (a torch view of a NumPy array): column 0 is free for
-    the state's information, then the row's segment ``iota[cursor .. stop - 1]``
-    padded with zeros; ``length [E+1, R]``. They do not depend on any state, so
-    they are scattered once for all events.
+    ``values [R, sum(width)]``: column 0 is free for the state's information, then
+    the row's segment ``iota[cursor .. stop - 1]`` padded with zeros;
+    ``length [E+1, R]``. They do not depend on any state, so they are scattered
+    once for all events.
     """
 
     values: np.ndarray
@@ -222,13 +222,15 @@ class _Segments:
 
     @classmethod
     def of(cls, iota: np.ndarray, boundary: np.ndarray, times: np.ndarray) -> _Segments:
+        """Scatter every token of ``iota`` into its event's block (``times``: of
+        :func:`_event_times`)."""
         R, T = iota.shape
         _, length = _segment_bounds(times, T)
         width = _widths(length)
         offset = np.cumsum(width) - width
-        # token t belongs to event e = number of boundaries <= t, at column t - (time of
-        # event e - 1); a boundary lands in column 0 of its own event, which the base
-        # overwrites before it is read
+        # token t belongs to block e = number of boundaries <= t, at column t - (time of
+        # event e - 1); a boundary lands in column 0 of the block after it, which the
+        # base overwrites before it is read
         e = np.cumsum(boundary, axis=1, dtype=np.int64)
         before = np.concatenate([np.full((R, 1), -1, np.int64), times], axis=1)
         col = offset[e] + np.arange(T) - np.take_along_axis(before, e, axis=1)
