@@ -6,7 +6,8 @@ into the one namespace ``dla``. These tests build the wheel from a copy of
 the source tree, install it into a clean virtual environment and import it
 from outside the checkout, so a forgotten subpackage or a leaked top-level
 ``reference`` module fails CI. This runs in CI (about 20 s; the install needs
-the package registry for numpy, tqdm and jsonschema).
+the package registry for numpy, tqdm, jsonschema and hypothesis). It then runs the
+main job, `dla-conformance run --impl reference`, with the base dependencies only.
 """
 
 from __future__ import annotations
@@ -143,3 +144,10 @@ def test_installed_wheel_imports_under_dla_only(wheel: Path, tmp_path: Path):
     result = subprocess.run([str(py), "-c", IMPORT_CHECK, site.strip()], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+    # The main job with the base dependencies only: every level the reference claims, the
+    # golden fixtures shipped as package data and the Hypothesis-driven properties included.
+    cli = venv / "bin" / "dla-conformance"
+    run = subprocess.run([str(cli), "run", "--impl", "reference", "--no-progress",
+                          "--only-failures"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "reference: PASSED" in run.stdout, run.stdout + run.stderr
