@@ -36,8 +36,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 # the thread count must reach NumPy's BLAS before NumPy loads, so it is read here
 _THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1"
@@ -188,26 +187,11 @@ def table_chunks(T: int, C: int, tau: float, chunks: list[int], repeats: int) ->
                   f"| {ms:.1f} |", flush=True)
 
 
-@contextmanager
-def _dla_path(path: str) -> Iterator[None]:
-    """Force one path of the dla plan (``per_row`` or ``across_rows``) whatever the rows."""
-    from dla.impls.torch_cpu import plan as tc_plan
-
-    saved = tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING
-    if path == "per_row":
-        tc_plan.ACROSS_ROWS_FROM = 10**9
-    else:
-        tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING = 1, 10**9
-    try:
-        yield
-    finally:
-        tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING = saved
-
-
 def table_plan_rows(T: int, C: int, tau: float, shapes: list[tuple[int, int]],
                     repeats: int) -> None:
     """The plan stage alone (``make_plan``) against the reference's, as rows ``B * H`` grow:
     the default dispatch, then each dla path forced (per-row loop, event-index loop)."""
+    from dla.impls.torch_cpu import plan as tc_plan
     from dla.reference import make_plan as ref_make_plan
 
     print("| B x H rows | torch_cpu plan (ms) | per-row loop (ms) | event-index loop (ms) "
@@ -220,7 +204,7 @@ def table_plan_rows(T: int, C: int, tau: float, shapes: list[tuple[int, int]],
         mine = best_time(lambda st=st: tc.make_plan(cfg, scores=st), repeats) * 1e3
         paths = []
         for path in ("per_row", "across_rows"):
-            with _dla_path(path):
+            with tc_plan.forced_path(path):
                 paths.append(best_time(lambda st=st: tc.make_plan(cfg, scores=st), repeats) * 1e3)
         ref = best_time(lambda s=s: ref_make_plan(cfg, scores=s), 1) * 1e3
         print(f"| {B} x {H} | {mine:.1f} | {paths[0]:.1f} | {paths[1]:.1f} | {ref:.1f} "

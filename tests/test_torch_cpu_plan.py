@@ -10,9 +10,6 @@ dla test runs on both, forced through ``PATHS``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
 import torch
@@ -41,23 +38,9 @@ def _torch_cache(c: Cache) -> Cache:
 PATHS = ("per_row", "across_rows")
 
 
-@contextmanager
-def _path(path: str) -> Iterator[None]:
-    """Force one path of the dla policy (DLA-3) whatever the number of rows."""
-    saved = tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING
-    if path == "per_row":
-        tc_plan.ACROSS_ROWS_FROM = 10**9
-    else:
-        tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING = 1, 10**9
-    try:
-        yield
-    finally:
-        tc_plan.ACROSS_ROWS_FROM, tc_plan.MAX_PADDING = saved
-
-
 def _same_plan(cfg, path="default", **kw):
     if path != "default":
-        with _path(path):
+        with tc_plan.forced_path(path):
             return _same_plan(cfg, **kw)
     got = tc.make_plan(cfg, **{n: _t(x) if isinstance(x, np.ndarray) else x for n, x in kw.items()})
     want = ref_make_plan(cfg, **kw)
@@ -153,7 +136,7 @@ def test_dla_final_information_is_the_reference_running_sum(path):
     _, first = ref_plan_dla(iota[:, : T // 2], cfg, PartitionState.fresh(R, C))
     _, want = ref_plan_dla(iota[:, T // 2 :], cfg, first)
     init = tc_plan.Partition(first.count, first.starts, first.info, first.position)
-    with _path(path):
+    with tc_plan.forced_path(path):
         got = tc_plan.plan_dla(iota[:, T // 2 :], cfg, init)
     assert np.array_equal(got.final_info, want.info)
     assert np.array_equal(got.starts[:, -1], want.starts)
@@ -197,7 +180,7 @@ def test_plan_continues_a_reference_cache(policy, score, path):
     _same_plan(cfg, path, initial_cache=_torch_cache(cache), **src)
     whole = ref_make_plan(cfg, **({"k": x["k"]} if score == "key_cosine" else
                                   {"scores": x["scores"]}))
-    with _path(path):
+    with tc_plan.forced_path(path):
         got = tc.make_plan(cfg, initial_cache=_torch_cache(cache),
                            **{n: _t(a) for n, a in src.items()})
     assert np.array_equal(got.starts.numpy(), whole.starts[:, T1:])
@@ -211,6 +194,6 @@ def test_plan_varlen_and_empty_cache_equal_reference(path):
     cfg = config(4, tau=0.8)
     _same_plan(cfg, path, k=x["k"], cu_seqlens=cu)
     empty = _torch_cache(empty_cache(4, 2, 4, 3, 2))
-    with _path(path):
+    with tc_plan.forced_path(path):
         got = tc.make_plan(cfg, k=_t(x["k"]), cu_seqlens=_t(cu), initial_cache=empty)
     assert got.equals(ref_make_plan(cfg, k=x["k"], cu_seqlens=cu))

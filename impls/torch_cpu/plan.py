@@ -43,6 +43,8 @@ the order of a dot product, which decides ``iota > tau`` at ``tau = 0``).
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
 
@@ -349,6 +351,24 @@ MAX_PADDING = 16
 """The event-index loop pads every event's segment to the longest among the rows
 (:class:`_Segments`); above ``MAX_PADDING * T`` padded columns (rows whose events
 are far out of step) :func:`plan_dla` takes the per-row loop instead."""
+
+
+@contextmanager
+def forced_path(path: str) -> Iterator[None]:
+    """Make :func:`plan_dla` take one path, ``"per_row"`` or ``"across_rows"``, whatever the
+    number of rows: for the tests that hold both paths to the reference, and the benchmark."""
+    global ACROSS_ROWS_FROM, MAX_PADDING
+    if path not in ("per_row", "across_rows"):
+        raise ValueError(f"path: expected 'per_row' or 'across_rows', got {path!r}")
+    saved = ACROSS_ROWS_FROM, MAX_PADDING
+    if path == "per_row":
+        ACROSS_ROWS_FROM = 10**9
+    else:
+        ACROSS_ROWS_FROM, MAX_PADDING = 1, 10**9
+    try:
+        yield
+    finally:
+        ACROSS_ROWS_FROM, MAX_PADDING = saved
 
 
 def plan_dla(iota: np.ndarray, config: Config, init: Partition) -> RowPlan:
