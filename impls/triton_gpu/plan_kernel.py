@@ -18,7 +18,6 @@ import triton
 import triton.language as tl
 
 from dla.impls.triton_gpu.rows import Rows
-from dla.reference.validation import check_fenwick_capacity
 
 
 @dataclass(frozen=True)
@@ -187,8 +186,7 @@ def plan_fenwick(rows: Rows, BT: int, H: int, C: int) -> DevicePlan:
     Its tokens are ``[(p >> l) << l, ((p >> l) << l) + 2 ** (l - 1))``; level 0 is
     ``p`` alone. Slots list the levels from the highest (oldest) down.
     """
-    pos = fenwick_positions(rows, BT)
-    check_fenwick_capacity(C, rows.pos0.cpu().numpy(), rows.lens.cpu().numpy())
+    pos = fenwick_positions(rows, BT)  # capacity checked by validation.check_*_call (DLA-9.11)
     lv = torch.arange(C - 1, -1, -1, device=pos.device)  # levels, oldest first
     bit = (pos[:, None] >> (lv - 1).clamp(min=0)[None, :]) & 1
     exists = (lv[None, :] == 0) | ((lv[None, :] >= 1) & (bit == 1))
