@@ -97,6 +97,7 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
     B, H, C = call.B, call.H, call.C
     k_r = None if k is None else to_rows(k)
     s_r = None if scores is None else to_rows(scores)
+    dev = (scores if config.score == "external" else k).device
     parts = []
     for i, (a, b) in enumerate(call.segments):
         n = call.cache_rows(i)
@@ -104,12 +105,13 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
         iota = _scores(config, None if k_r is None else k_r[:, a:b],
                        None if s_r is None else s_r[:, a:b], car)
         parts.append(run_policy(iota, config, car.part))
-    return _assemble_plan(parts, B, H)
+    return _assemble_plan(parts, B, H, dev)
 
 
-def _assemble_plan(parts: list[RowPlan], B: int, H: int) -> Plan:
+def _assemble_plan(parts: list[RowPlan], B: int, H: int, dev: torch.device) -> Plan:
     def cat(f: str) -> torch.Tensor:
-        return from_rows(torch.from_numpy(np.concatenate([getattr(p, f) for p in parts], 1)), B, H)
+        x = torch.from_numpy(np.concatenate([getattr(p, f) for p in parts], 1)).to(dev)
+        return from_rows(x, B, H)
 
     return Plan(boundary=cat("boundary"), count=cat("count"), starts=cat("starts"),
                 labels=cat("labels"))
@@ -117,14 +119,13 @@ def _assemble_plan(parts: list[RowPlan], B: int, H: int) -> Plan:
 
 # ----------------------------------------------------------------- execution
 def _check_dtype(q: torch.Tensor) -> torch.dtype:
-    """DLA-1.3, DLA-11.2: the compute dtype (q's), one of the claimed ones, on the CPU."""
+    """DLA-1.3, DLA-11.2: the compute dtype (q's), one of the claimed ones. Any device works
+    (every tensor made here is made on the inputs' device), though only the CPU is claimed."""
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q: torch_cpu takes torch tensors, got {type(q).__name__} (DLA-11.1)")
     if q.dtype not in _SUPPORTED:
         raise TypeError(f"q: torch_cpu supports float32 and float64, got {q.dtype} "
                         "(DLA-1.3, DLA-11.2)")
-    if q.device.type != "cpu":
-        raise ValueError(f"q: torch_cpu runs on the CPU, got device {q.device} (DLA-11.2)")
     return q.dtype
 
 
@@ -157,7 +158,7 @@ def forward(
     rows["beta"] = None if beta is None else to_rows(beta.to(dt)).contiguous()
     s_r = None if scores is None else to_rows(scores)
     plan_r = None if plan is None else {
-        f: to_rows(torch.as_tensor(getattr(plan, f)).to(torch.int64))
+        f: to_rows(torch.as_tensor(getattr(plan, f)).to(device=q.device, dtype=torch.int64))
         for f in ("boundary", "count", "starts", "labels")}
     outs, finals = [], []
     for i, (a, b) in enumerate(call.segments):
@@ -182,23 +183,25 @@ def _forward_segment(config, sl, s_rows, plan_rows, car: _Carried, scale, chunk_
     """One sequence (or the whole batch without ``cu_seqlens``): plan, execute, final cache."""
     R, T, K = sl["q"].shape
     C = config.capacity
-    dt = sl["q"].dtype
+    dt, dev = sl["q"].dtype, sl["q"].device
     iota = _scores(config, sl["k"], s_rows, car)
     if plan_rows is None:
         rp = run_policy(iota, config, car.part)
-        st, lb, cnt = (torch.from_numpy(x) for x in (rp.starts, rp.labels, rp.count))
+        st, lb, cnt = (torch.from_numpy(x).to(dev) for x in (rp.starts, rp.labels, rp.count))
         exact_info = rp.final_info
     else:  # validated by check_forward_call (DLA-6.4, DLA-9.10, DLA-9.11)
         st, lb, cnt = plan_rows["starts"], plan_rows["labels"], plan_rows["count"]
         exact_info = None
-    S0 = (torch.zeros(R, C, K, V, dtype=dt) if car.states is None else car.states.to(dt))
+    S0 = (torch.zeros(R, C, K, V, dtype=dt, device=dev) if car.states is None
+          else car.states.to(device=dev, dtype=dt))
     if T == 0:
-        o, S = torch.zeros(R, 0, V, dtype=dt), S0
+        o, S = torch.zeros(R, 0, V, dtype=dt, device=dev), S0
     else:
         o, S = execute_chunked(
             sl["q"], sl["k"], sl["v"], sl["g"], sl["lam"], sl["beta"], st, lb, cnt,
-            torch.from_numpy(car.part.position), S0, torch.from_numpy(car.part.starts),
-            torch.from_numpy(car.part.count), config.base, scale, chunk_size)
+            torch.from_numpy(car.part.position).to(dev), S0,
+            torch.from_numpy(car.part.starts).to(dev), torch.from_numpy(car.part.count).to(dev),
+            config.base, scale, chunk_size)
     if not output_final_cache:
         return o, None
     return o, _final_cache(car, st, lb, cnt, S, iota, exact_info, sl["k"], H, C, K)
@@ -226,6 +229,7 @@ def _final_cache(car: _Carried, st, lb, cnt, S, iota, exact_info, k_rows, H, C, 
     """DLA-7.1: the cache after the last token of a group of rows."""
     R, T = iota.shape
     N = R // H
+    dev = S.device
     if T:
         starts, labels, count = st[:, -1], lb[:, -1], cnt[:, -1]
         prev_key = k_rows[:, -1]
@@ -235,15 +239,15 @@ def _final_cache(car: _Carried, st, lb, cnt, S, iota, exact_info, k_rows, H, C, 
         starts = torch.from_numpy(car.part.starts)
         count = torch.from_numpy(car.part.count)
         labels = torch.from_numpy(car.labels)
-        prev_key = car.prev_key_t.to(k_rows.dtype) if car.prev_key_t is not None else \
-            torch.zeros(R, K, dtype=k_rows.dtype)
+        prev_key = car.prev_key_t.to(device=dev, dtype=k_rows.dtype) \
+            if car.prev_key_t is not None else torch.zeros(R, K, dtype=k_rows.dtype, device=dev)
         info = car.part.info
     return Cache(
         states=S.reshape(N, H, C, *S.shape[2:]),
-        info=torch.from_numpy(np.ascontiguousarray(info, np.float64)).reshape(N, H, C),
-        starts=torch.as_tensor(starts, dtype=torch.int64).reshape(N, H, C),
-        labels=torch.as_tensor(labels, dtype=torch.int64).reshape(N, H, C),
-        count=torch.as_tensor(count, dtype=torch.int64).reshape(N, H),
-        prev_key=prev_key.reshape(N, H, K),
-        position=torch.from_numpy(car.part.position.reshape(N, H)[:, 0] + T),
+        info=torch.from_numpy(np.ascontiguousarray(info, np.float64)).to(dev).reshape(N, H, C),
+        starts=torch.as_tensor(starts, dtype=torch.int64, device=dev).reshape(N, H, C),
+        labels=torch.as_tensor(labels, dtype=torch.int64, device=dev).reshape(N, H, C),
+        count=torch.as_tensor(count, dtype=torch.int64, device=dev).reshape(N, H),
+        prev_key=prev_key.to(dev).reshape(N, H, K),
+        position=torch.from_numpy(car.part.position.reshape(N, H)[:, 0] + T).to(dev),
     )

@@ -100,8 +100,9 @@ def _token_slots(st: torch.Tensor, a: torch.Tensor, L: int) -> torch.Tensor:
     ``gather`` reads (no ``- 1`` pass: the reader prepends a zero column instead).
     """
     first = (st - a[..., None, None]).clamp_(0, L)
-    marks = torch.zeros((*st.shape[:-1], L + 1), dtype=torch.int64)
-    marks.scatter_add_(-1, first, torch.ones((), dtype=torch.int64).expand(first.shape))
+    marks = torch.zeros((*st.shape[:-1], L + 1), dtype=torch.int64, device=st.device)
+    marks.scatter_add_(-1, first,
+                       torch.ones((), dtype=torch.int64, device=st.device).expand(first.shape))
     return marks.cumsum_(-1)[..., :L]
 
 
@@ -113,7 +114,7 @@ def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
     partition ``starts0 [R, C]``, ``count0 [R]``."""
     R, Tp, C = starts.shape
     NC = Tp // L
-    ar = torch.arange(C)
+    ar = torch.arange(C, device=starts.device)
     st = torch.where(ar < count.unsqueeze(-1), starts, _BIG).view(R, NC, L, C)
     p = pos.view(R, NC, L)
     # partition at a - 1 of every chunk
@@ -132,7 +133,7 @@ def chunk_index(starts: torch.Tensor, labels: torch.Tensor, count: torch.Tensor,
 def _pieces(end_st: torch.Tensor, end_cnt: torch.Tensor, a: torch.Tensor, L: int):
     """The states at each chunk end ``end_st [R, NC, C]`` that hold tokens ``[a, a + L)``."""
     C = end_st.shape[-1]
-    ar = torch.arange(C)
+    ar = torch.arange(C, device=end_st.device)
     first = _slot_of(end_st, a.unsqueeze(-1)).squeeze(-1).clamp(min=0)
     valid = (ar >= first.unsqueeze(-1)) & (ar < end_cnt.unsqueeze(-1))
     r, n, c = valid.nonzero(as_tuple=True)
@@ -140,7 +141,7 @@ def _pieces(end_st: torch.Tensor, end_cnt: torch.Tensor, a: torch.Tensor, L: int
     lo = (end_st[r, n, c] - a_j).clamp(min=0)
     nxt = end_st[r, n, (c + 1).clamp(max=C - 1)] - a_j
     hi = torch.where(c + 1 < cnt_j, nxt, L).clamp(max=L)
-    l = torch.arange(L)
+    l = torch.arange(L, device=end_st.device)
     mask = (l >= lo.unsqueeze(-1)) & (l < hi.unsqueeze(-1))
     return r, n, c, mask
 
@@ -148,7 +149,7 @@ def _pieces(end_st: torch.Tensor, end_cnt: torch.Tensor, a: torch.Tensor, L: int
 def _slot_weights(lam: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``lam_t[labels_t[c]]`` per slot ``c`` (DLA-5.3), zero in unused slots: ``[R, NC, L, C]``."""
     w = torch.gather(lam, 3, labels.clamp(min=0))
-    return torch.where(labels >= 0, w, torch.zeros((), dtype=lam.dtype))
+    return torch.where(labels >= 0, w, torch.zeros((), dtype=lam.dtype, device=lam.device))
 
 
 @dataclass
@@ -165,7 +166,7 @@ class ChunkOps:
 def _decays(g: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``Gam [.., L, L]`` (exp of the masked in-chunk differences), ``exp(Gc)``, ``gamma``."""
     Gc = torch.cumsum(g, -1)
-    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    causal = torch.ones(L, L, dtype=torch.bool, device=g.device).tril()
     # in place: two fewer [.., L, L] temporaries (sub and exp keep what backward needs)
     gam = (Gc.unsqueeze(-1) - Gc.unsqueeze(-2)).masked_fill_(~causal, float("-inf")).exp_()
     return gam, torch.exp(Gc), torch.exp(Gc[..., -1:] - Gc)
@@ -183,9 +184,10 @@ def ops_delta(q: Tensor, k: Tensor, g: Tensor, beta: Tensor, L: int) -> tuple[Te
     per chunk)."""
     gam, e, gamma = _decays(g, L)
     KK = (k @ k.transpose(-1, -2)) * gam
-    strict = torch.ones(L, L, dtype=torch.bool).tril(-1)
-    M = torch.where(strict, beta.unsqueeze(-1) * KK, torch.zeros((), dtype=k.dtype))
-    eye = torch.eye(L, dtype=k.dtype)
+    strict = torch.ones(L, L, dtype=torch.bool, device=k.device).tril(-1)
+    M = torch.where(strict, beta.unsqueeze(-1) * KK,
+                    torch.zeros((), dtype=k.dtype, device=k.device))
+    eye = torch.eye(L, dtype=k.dtype, device=k.device)
     Tm = torch.linalg.solve_triangular(M + eye, torch.diag_embed(beta), upper=False,
                                        unitriangular=True)
     A = ((q @ k.transpose(-1, -2)) * gam) @ Tm
@@ -194,7 +196,8 @@ def ops_delta(q: Tensor, k: Tensor, g: Tensor, beta: Tensor, L: int) -> tuple[Te
     Kg = k * gamma.unsqueeze(-1)
     W = Tm.transpose(-1, -2) @ Kg
     Kdim = k.shape[-1]
-    phi = e[..., -1, None, None] * torch.eye(Kdim, dtype=k.dtype) - Kg.transpose(-1, -2) @ (Tm @ Ek)
+    phi = (e[..., -1, None, None] * torch.eye(Kdim, dtype=k.dtype, device=k.device)
+           - Kg.transpose(-1, -2) @ (Tm @ Ek))
     return A, ChunkOps(Qe, W, phi)
 
 
@@ -202,7 +205,7 @@ def _pad(x: torch.Tensor, Tp: int) -> torch.Tensor:
     T = x.shape[1]
     if Tp == T:
         return x
-    pad = torch.zeros((x.shape[0], Tp - T, *x.shape[2:]), dtype=x.dtype)
+    pad = torch.zeros((x.shape[0], Tp - T, *x.shape[2:]), dtype=x.dtype, device=x.device)
     return torch.cat([x, pad], 1)
 
 
@@ -283,7 +286,7 @@ def execute_chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, lam: Tensor,
     Tp = NC * L
     q, k, v, g, lam = (_pad(x, Tp) for x in (q, k, v, g, lam))
     starts, labels, count = (_pad_last(x, Tp) for x in (starts, labels, count))
-    pos = pos0.unsqueeze(1) + torch.arange(Tp)
+    pos = pos0.unsqueeze(1) + torch.arange(Tp, device=pos0.device)
     idx = chunk_index(starts, labels, count, pos, starts0, count0, L, q.dtype)
     qc, kc, vc = q.view(R, NC, L, Kd), k.view(R, NC, L, Kd), v.view(R, NC, L, Vd)
     gc, lamc = g.view(R, NC, L), lam.view(R, NC, L, C)
