@@ -4,6 +4,13 @@
 - :mod:`dla.impls.triton_gpu.forward_kernels`: state pass and output kernels (chunked)
 - :mod:`dla.impls.triton_gpu.api`: ``forward``, ``make_plan``: caches, varlen, plan injection
 - :mod:`dla.impls.triton_gpu.rows`: where each (sequence, head) row and chunk lives
+- :mod:`dla.impls.triton_gpu.autograd`: the exported ``forward``: ``api.forward``, made
+  differentiable (DLA-10.5)
+
+Backward is a recompute through :mod:`dla.impls.torch_cpu` (plan frozen, DLA-6.2), not a
+Triton kernel: correct and certified by the ``gradients`` level (DLA-12.6), but it costs a
+torch forward plus its autograd backward, several times the Triton forward. Without inputs
+that require grad, ``forward`` is the Triton forward alone.
 
 On a machine without CUDA the same kernels run on CPU tensors under Triton's
 interpreter (``TRITON_INTERPRET=1``, set before ``triton`` is imported); there the
@@ -13,12 +20,13 @@ Speed on an H200 and what limits it: ``benchmarks/triton_gpu.md``.
 
 import os
 
-from dla.impls.triton_gpu.api import forward, make_plan
+from dla.impls.triton_gpu.api import make_plan
+from dla.impls.triton_gpu.autograd import forward
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 CLAIMS = {
-    "levels": ("plan", "execute", "end_to_end", "streaming", "varlen"),
+    "levels": ("plan", "execute", "end_to_end", "streaming", "varlen", "gradients"),
     "dtypes": ("float32", "float16", "bfloat16"),
     "devices": ("cpu",) if _INTERPRET else ("cuda",),
     "array": "torch",
