@@ -27,7 +27,8 @@ Cost: the backward is not a Triton kernel. It is one forward and one autograd
 backward of the chunked torch executor (plus a float64 copy of ``k`` to the
 host for the key scores of the recompute), i.e. several times the Triton
 forward, with the executor's activations held during the backward. It is
-correct and certified (the ``gradients`` level, DLA-12.6), not fast.
+correct and certified (the ``gradients`` level, DLA-12.6), not fast. The backward is
+itself not differentiable (no double backward).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from dla.cache import Cache
 from dla.config import Config
@@ -74,7 +76,7 @@ class _Call:
     output_final_cache: bool
     cu_seqlens: Any
     chunk: int
-    final: Cache | None = None  # the Triton final cache, set by the forward
+    final: Cache | None = None  # the Triton final cache, handed from the Function's forward
 
 
 def _with_states(cache: Cache | None, states: torch.Tensor | None) -> Cache | None:
@@ -104,6 +106,7 @@ class _TritonWithRecompute(torch.autograd.Function):
         return o, final.states
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_o: torch.Tensor | None, grad_states: torch.Tensor | None
                  ) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved_tensors
@@ -168,6 +171,7 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
     call = _Call(config, _detached(beta), _detached(scores), plan, cache, output_final_cache,
                  cu_seqlens, chunk)
     o, final_states = _TritonWithRecompute.apply(call, q, k, v, g, lam, states)
-    if call.final is None:
+    final, call.final = call.final, None  # ctx keeps ``call``: no cycle through an output
+    if final is None:
         return o, None
-    return o, dataclasses.replace(call.final, states=final_states)
+    return o, dataclasses.replace(final, states=final_states)

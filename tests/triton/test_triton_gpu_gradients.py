@@ -137,13 +137,33 @@ def test_no_grad_inputs_take_the_triton_path(device, monkeypatch):
     o, _ = triton_gpu.forward(**x, config=cfg, chunk=CHUNK)
     want, _ = api.forward(**x, config=cfg, chunk=CHUNK)
     assert not o.requires_grad
-    assert torch.equal(o, want)
+    torch.testing.assert_close(o, want, rtol=1e-6, atol=1e-6)
     # the patched function is the one the backward uses: with grad it is reached
     x["v"].requires_grad_()
     o, _ = triton_gpu.forward(**x, config=cfg, chunk=CHUNK)
     assert o.requires_grad
     with pytest.raises(AssertionError, match="recompute called"):
         o.sum().backward()
+
+
+def test_streaming_chain_gradients_equal_one_pass(device):
+    """DLA-7.2, DLA-10.5: prefill then continuation, the cache's states carried with their
+    graph: gradients reach the prefill's inputs and equal the one-pass gradients."""
+    C = 3
+    cfg = dla.Config(capacity=C, tau=0.5)
+    x = _inputs(9, 1, 40, 2, 4, C, device)
+    leaves = {n: a.clone().requires_grad_() for n, a in x.items()}
+    o1, cache = triton_gpu.forward(**{n: a[:, :21] for n, a in leaves.items()}, config=cfg,
+                                   output_final_cache=True, chunk=CHUNK)
+    o2, _ = triton_gpu.forward(**{n: a[:, 21:] for n, a in leaves.items()}, config=cfg,
+                               initial_cache=cache, chunk=CHUNK)
+    R = torch.randn(1, 40, 2, 4, generator=torch.Generator().manual_seed(3)).to(device)
+    (torch.cat([o1, o2], 1) * R).sum().backward()
+    ref = {n: a.clone().requires_grad_() for n, a in x.items()}
+    o, _ = torch_api.forward(**ref, config=cfg)
+    (o * R).sum().backward()
+    _assert_same_gradients({n: a.grad for n, a in leaves.items()},
+                           {n: a.grad for n, a in ref.items()}, rtol=1e-4, atol=1e-5)
 
 
 def test_final_states_without_o_gradient(device):
@@ -176,3 +196,22 @@ def test_broken_backward_is_caught_by_the_gradients_level(device, monkeypatch):
     failed = [r for r in report.results if not r.passed]
     assert not report.passed
     assert failed and all("grad lam" in r.detail for r in failed), [r.detail for r in failed]
+
+
+def test_carried_states_alone_take_the_gradient_path(device):
+    """``initial_cache.states`` requiring grad is enough to leave the fast path (DLA-7.1)."""
+    C, H, K = 3, 1, 4
+    cfg = dla.Config(capacity=C, tau=0.5)
+    x = _inputs(10, 1, 20, H, K, C, device)
+    cache = _cache(11, 1, H, K, C, cfg, device)
+    states = cache.states.clone().requires_grad_()
+    o, _ = triton_gpu.forward(**x, config=cfg, chunk=CHUNK,
+                              initial_cache=dataclasses.replace(cache, states=states))
+    assert o.requires_grad
+    o.sum().backward()
+    ref_states = cache.states.clone().requires_grad_()
+    o_ref, _ = torch_api.forward(**x, config=cfg,
+                                 initial_cache=dataclasses.replace(cache, states=ref_states))
+    o_ref.sum().backward()
+    assert states.grad.abs().max() > 0
+    torch.testing.assert_close(states.grad, ref_states.grad, rtol=1e-4, atol=1e-5)
