@@ -24,11 +24,12 @@ inputs), and neither do the final cache's ``prev_key`` and ``info``. The
 final cache's ``states`` are differentiable.
 
 Cost: the backward is not a Triton kernel. It is one forward and one autograd
-backward of the chunked torch executor (plus a float64 copy of ``k`` to the
-host for the key scores of the recompute), i.e. several times the Triton
-forward, with the executor's activations held during the backward. It is
-correct and certified (the ``gradients`` level, DLA-12.6), not fast. The backward is
-itself not differentiable (no double backward).
+backward of the chunked torch executor on the inputs' device, plus a float64
+copy of ``k`` (or ``scores``) to the host, where torch_cpu computes the token
+scores, and the executor's activations held during the backward; not yet
+measured on a GPU. It is correct and certified (the ``gradients`` level,
+DLA-12.6), not fast. The backward is itself not differentiable (no double
+backward).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from dla.impls.torch_cpu import api as torch_api
 from dla.impls.triton_gpu import api
 from dla.plan import Plan
 
-_NAMES = ("q", "k", "v", "g", "lam", "states")
 _COMPUTE = torch.float32  # the recompute dtype: torch_cpu computes in float32 or float64
 
 
