@@ -103,10 +103,14 @@ def _shift_down(x, j, CP: tl.constexpr, fill):
 @triton.jit
 def dla_scan_kernel(
     iota_ptr, bos_ptr, lens_ptr, pos0_ptr, count0_ptr, starts0_ptr, info0_ptr, tau,
-    bnd_ptr, count_ptr, starts_ptr, info_out_ptr,
+    bnd_ptr, count_ptr, starts_ptr, info_out_ptr, n_tok,
     MAX_LEN: tl.constexpr, H: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
 ):
-    """DLA-3.1 to DLA-3.5 for one (sequence, head): open, write, merge, record, token by token."""
+    """DLA-3.1 to DLA-3.5 for one (sequence, head): open, write, merge, record, token by token.
+
+    ``iota`` is head-major, ``[H, B * T]``: a row's scores are contiguous, so one
+    cache line serves 16 steps (token-major, every step waited for a fresh line).
+    """
     r = tl.program_id(0)
     n = r // H
     h = r % H
@@ -118,12 +122,13 @@ def dla_scan_kernel(
     cnt = tl.load(count0_ptr + r)
     st = tl.load(starts0_ptr + r * C + j, mask=live, other=-1)
     inf = tl.load(info0_ptr + r * C + j, mask=live, other=0.0)
-    x_next = tl.load(iota_ptr + bos * H + h, mask=length > 0, other=0.0)
+    srow = iota_ptr + h.to(tl.int64) * n_tok + bos
+    x_next = tl.load(srow, mask=length > 0, other=0.0)
     for t in range(0, MAX_LEN):  # constexpr bound: the interpreter needs it
         if t < length:
             tok = bos + t
             x = x_next  # loaded one step ahead, off the dependency chain
-            x_next = tl.load(iota_ptr + (tok + 1) * H + h, mask=t + 1 < length, other=0.0)
+            x_next = tl.load(srow + t + 1, mask=t + 1 < length, other=0.0)
             bnd = (cnt == 0) | (x > tau)
             opening = bnd & (j == cnt)
             st = tl.where(opening, p0 + t, st)
@@ -155,9 +160,9 @@ def plan_dla(iota: torch.Tensor, rows: Rows, C: int, tau: float, init: tuple) ->
     info = torch.empty((rows.N, H, C), dtype=torch.float64, device=dev)
     if rows.N * H:
         dla_scan_kernel[(rows.N * H,)](
-            iota.contiguous(), rows.bos, rows.lens, rows.pos0,
+            iota.t().contiguous(), rows.bos, rows.lens, rows.pos0,
             count0.contiguous(), starts0.contiguous(), info0.contiguous(), float(tau),
-            bnd, count, starts, info,
+            bnd, count, starts, info, BT,
             MAX_LEN=bucket(rows.max_len), H=H, C=C, CP=triton.next_power_of_2(C + 1),
             num_warps=SCAN_TUNING["warps"],
         )
