@@ -72,46 +72,52 @@ def inputs(B: int, T: int, D: int, C: int, seed: int = 0) -> dict:
 
 
 def dla_parts(x: dict, C: int, policy: str, tau: float = 0.5) -> dict[str, float]:
-    """Time the whole forward and its three stages (plan, state pass, output kernel)."""
+    """Time the whole forward, its three stages (plan, state pass, output) and its validation."""
     from dla import Config
     from dla.impls.triton_gpu import api
     from dla.impls.triton_gpu.forward_kernels import (
         launch_output,
         launch_state_pass,
         previous_partition,
+        snapshot_dtype,
     )
+    from dla.reference import validation as val
 
     cfg = Config(capacity=C, tau=tau, policy=policy)
     B, T, H, K = x["q"].shape
     dev = x["q"].device
-    rows, init = api._setup(cfg, B, T, H, C, None, None, K, K, dev, api.CHUNK)
+    call = val.check_forward_call(x["q"], x["k"], x["v"], x["g"], x["lam"], cfg, kind="torch")
+    rows, init = api._setup(call, None, dev, api.CHUNK)
     qf, kf, vf, gf, lf = (api._flat(x[n], dev) for n in ("q", "k", "v", "g", "lam"))
     plan, _ = api._device_plan(cfg, rows, kf, None, init, B * T, H)
-    h = torch.zeros((rows.n_snapshots, H, C, K, K), dtype=torch.float32, device=dev)
+    h = torch.zeros((rows.n_snapshots, H, C, K, K), dtype=snapshot_dtype(qf.dtype), device=dev)
+    run = torch.zeros((rows.N, H, 2, C, K, K), dtype=torch.float32, device=dev)
     prev = previous_partition(plan, rows, init[0], init[1])
     scale = K ** -0.5
     out = {
         "scores": bench(lambda: api._scores(cfg, rows, kf, None, init)),
         "plan": bench(lambda: api._device_plan(cfg, rows, kf, None, init, B * T, H)),
-        "state": bench(lambda: launch_state_pass(kf, vf, gf, plan, rows, h, prev)),
+        "state": bench(lambda: launch_state_pass(kf, vf, gf, plan, rows, h, run, prev)),
         "output": bench(lambda: launch_output(qf, kf, vf, gf, lf, plan, rows, h, prev, scale,
                                               qf.dtype)),
+        "validate": bench(lambda: val.check_forward_call(x["q"], x["k"], x["v"], x["g"],
+                                                         x["lam"], cfg, kind="torch")),
         "total": bench(lambda: api.forward(x["q"], x["k"], x["v"], x["g"], x["lam"], cfg)),
     }
     out["boundary_rate"] = float(plan.boundary.float().mean())
     return out
 
 
-SWEEP = {
-    "plan": [{"warps": w} for w in (1, 2, 4)],
-    "state": [{"state_bv": bv, "state_warps": w} for bv, w in ((32, 4), (16, 4), (16, 2), (64, 4))],
-    "output": [{"output_bv": bv, "output_warps": w, "output_stages": st}
-               for bv, w, st in ((64, 4, 3), (64, 8, 3), (64, 4, 1), (64, 8, 1), (32, 4, 3))],
+SWEEP = {  # stage -> launch settings tried; a stage is timed by the key of that name
+    "plan": [{"warps": w} for w in (1, 2)],
+    "state": [{"state_bv": bv} for bv in (0, 16, 32, 64)],
+    "output": [{"output_warps": w} for w in (4, 8)],
+    "total": [{"snapshots": sd} for sd in ("input", "float32")],
 }
 
 
 def sweep(C: int = 16, D: int = 64) -> None:
-    """Time the state pass and output kernel under each launch setting; keep the fastest."""
+    """Time each stage under each of its launch settings; keep the fastest."""
     from dla.impls.triton_gpu import forward_kernels as fk
     from dla.impls.triton_gpu import plan_kernel as pk
 
@@ -176,7 +182,8 @@ def peers(x: dict, T: int) -> dict[str, float]:
     return res
 
 
-HEADER = ("| T | B | D | policy | C | boundaries | DLA ms | plan (scores) / state / output ms "
+HEADER = ("| T | B | D | policy | C | boundaries | DLA ms "
+          "| plan (scores) / state / output / validation ms "
           "| TFLOP/s | floor ms | simple_gla ms | log_linear ms (levels) | SDPA causal ms |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -191,7 +198,8 @@ def row(T, B, D, policy, C, d, p) -> str:
     return (f"| {T} | {B} | {D} | {policy} | {C} | {d['boundary_rate']:.2f} | {d['total']:.3f} "
             f"| {d['plan']:.3f} "
             f"({d['scores']:.3f}) / "
-            f"{d['state']:.3f} / {d['output']:.3f} | {gf / d['total']:.1f} | {fl:.3f} "
+            f"{d['state']:.3f} / {d['output']:.3f} / {d['validate']:.3f} "
+            f"| {gf / d['total']:.1f} | {fl:.3f} "
             f"| {f('simple_gla')} | {ll} | {f('sdpa')} |")
 
 

@@ -19,6 +19,10 @@ if [ "$CERT_S" -gt 0 ]; then
     --levels plan execute end_to_end streaming varlen --report "$OUT/cert.json" \
     --only-failures --no-progress 2>&1 | tee "$OUT/cert.log" | tail -40
   echo "cert exit: ${PIPESTATUS[0]}"
+  timeout 120 python3 -m dla.conformance run --impl triton_gpu --device cuda \
+    --levels gradients --report "$OUT/cert_gradients.json" \
+    --only-failures --no-progress 2>&1 | tee "$OUT/cert_gradients.log" | tail -10
+  echo "gradients cert exit: ${PIPESTATUS[0]}"
 fi
 if [ "${RUN_PYTEST:-1}" = 1 ]; then
   timeout 180 python3 -m pytest -q -p no:cacheprovider tests/triton 2>&1 | tee "$OUT/pytest.log" | tail -15

@@ -168,36 +168,33 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
                                   cu_seqlens=cu_seqlens)
     _require_gla(config)
     _require_kernel_dtype(q)
-    B, T, H, C = call.B, call.T, call.H, call.C
+    B, T, H = call.B, call.T, call.H
     K, V = int(q.shape[3]), int(v.shape[3])
     dev = _device_of(q)
     rows, init = _setup(call, initial_cache, dev, chunk)
     qf, kf, vf, gf, lf = (_flat(x, dev) for x in (q, k, v, g, lam))
     own, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
     p = own if plan is None else _from_plan(plan, dev)
-    # state snapshots: only the initial ones need values; unused slots are never read
-    h = torch.empty((rows.n_snapshots, H, C, K, V), dtype=torch.float32, device=dev)
-    h[rows.hofs.long()] = (0.0 if initial_cache is None else
-                           torch.as_tensor(initial_cache.states).to(dev, torch.float32))
+    states0 = (None if initial_cache is None else
+               torch.as_tensor(initial_cache.states).to(dev, torch.float32))
     prev = previous_partition(p, rows, init[0], init[1])
-    o = launch_forward(qf, kf, vf, gf, lf, p, rows, h, prev, config.resolved_scale(K), q.dtype)
+    o, final = launch_forward(qf, kf, vf, gf, lf, p, rows, states0, prev,
+                              config.resolved_scale(K), q.dtype)
     o = o.reshape(B, T, H, V)
     if not output_final_cache:
         return o, None
     if iota is None:
         iota = _scores(config, rows, kf, _flat(scores, dev), init)
-    return o, _final_cache(p, iota, rows, init, h, kf, K)
+    return o, _final_cache(p, iota, rows, init, final, kf, K)
 
 
-def _final_cache(p: DevicePlan, iota, rows: Rows, init, h, kf, K: int) -> Cache:
-    """DLA-7.1: the cache after the last token of every sequence."""
+def _final_cache(p: DevicePlan, iota, rows: Rows, init, states, kf, K: int) -> Cache:
+    """DLA-7.1: the cache after the last token of every sequence (``states [N, H, C, K, V]``)."""
     count0, starts0 = init[0], init[1]
     N, H, _ = starts0.shape
-    nt = (rows.lens.long() + rows.chunk - 1) // rows.chunk
-    states = h[rows.hofs.long() + nt]
     has = rows.lens > 0
     pk0 = init[4] if init[4] is not None else torch.zeros((N, H, K), dtype=torch.float64,
-                                                          device=h.device)
+                                                          device=states.device)
     if p.count.shape[0] == 0:  # no tokens at all: the cache passes through
         count, starts, labels, prev_key = count0.long(), starts0.long(), init[5], pk0
     else:

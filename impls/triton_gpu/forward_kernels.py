@@ -58,7 +58,7 @@ def _tokens_into(m, est, jc, kd, vt, tmask, pos, PREC: tl.constexpr, UPCAST: tl.
 
 
 @triton.jit
-def _merge_and_write(hold, hnew, pst, cnt_p, est, jc, kd, vt, tmask, pos, first_pos, decay,
+def _merge_and_write(hold, hnew, hsnap, pst, cnt_p, est, jc, kd, vt, tmask, pos, first_pos, decay,
                      kv_off, kv_mask, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
                      BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
                      UPCAST: tl.constexpr):
@@ -68,8 +68,9 @@ def _merge_and_write(hold, hnew, pst, cnt_p, est, jc, kd, vt, tmask, pos, first_
     consecutive: old states are visited in order (fixed addresses, so the loads do
     not wait on each other) and summed until the next one starts a new slot; then
     the slot is written. New slots past the last old state hold only this chunk's
-    tokens. (Loading all old states as one ``[C, K, BV]`` tile and summing it per
-    slot was 6x slower on an H200: the per-slot reductions cross threads.)
+    tokens. Measured alternatives, both slower on an H200: one ``[C, K, BV]`` tile of
+    all old states summed per slot (6x: the reductions cross threads), and a move
+    table precomputed in torch (1.2x: each branch then waits for a load).
     """
     acc = tl.zeros((BK, BV), dtype=tl.float32)
     for j in range(0, C):
@@ -83,26 +84,34 @@ def _merge_and_write(hold, hnew, pst, cnt_p, est, jc, kd, vt, tmask, pos, first_
             if _pick(est, jc, m + 1) > first_pos:  # the slot also holds tokens of this chunk
                 acc += _tokens_into(m, est, jc, kd, vt, tmask, pos, PREC, UPCAST)
             tl.store(hnew + m * K * V + kv_off, acc, mask=kv_mask)
+            tl.store(hsnap + m * K * V + kv_off, acc.to(hsnap.dtype.element_ty), mask=kv_mask)
             acc = tl.zeros((BK, BV), dtype=tl.float32)
     last_old = tl.load(pst + cnt_p - 1, mask=cnt_p > 0, other=-1)
     first_new = tl.where(cnt_p > 0, _slot_of(est, last_old, jc) + 1, 0)
     cnt_e = tl.sum((est < BIG).to(tl.int32), axis=0)
     for m2 in range(0, C):
         if (m2 >= first_new) & (m2 < cnt_e):
-            tl.store(hnew + m2 * K * V + kv_off,
-                     _tokens_into(m2, est, jc, kd, vt, tmask, pos, PREC, UPCAST), mask=kv_mask)
+            new = _tokens_into(m2, est, jc, kd, vt, tmask, pos, PREC, UPCAST)
+            tl.store(hnew + m2 * K * V + kv_off, new, mask=kv_mask)
+            tl.store(hsnap + m2 * K * V + kv_off, new.to(hsnap.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
 def state_pass_kernel(
     k_ptr, v_ptr, g_ptr, count_ptr, starts_ptr, pcount_ptr, pstarts_ptr,
-    bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr,
+    bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr, run_ptr,
     NT_MAX: tl.constexpr,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    """States at every chunk start of one (sequence, head, V block), chunk after chunk."""
+    """States at every chunk start of one (sequence, head, V block), chunk after chunk.
+
+    The running states are float32 in ``run[r, i % 2]`` (two buffers per row, so a
+    chunk never overwrites what it reads); each chunk's states are also written to
+    the snapshots ``h`` that the output kernel reads, in the inputs' dtype (its
+    matrix products take them in that dtype anyway).
+    """
     iv = tl.program_id(0)
     r = tl.program_id(1)
     n = r // H
@@ -139,9 +148,10 @@ def state_pass_kernel(
             tok_e = bos + a + nvalid - 1
             cnt_e = tl.load(count_ptr + tok_e * H + hh)
             est = tl.load(starts_ptr + (tok_e * H + hh) * C + jc, mask=jc < cnt_e, other=BIG)
-            hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
-            hnew = h_ptr + ((hofs + i + 1) * H + hh).to(tl.int64) * (C * K * V)
-            _merge_and_write(hold, hnew, pst, cnt_p, est, jc, kd, vt, tmask, pos, p0 + a,
+            hold = run_ptr + ((r * 2 + i % 2) * C).to(tl.int64) * (K * V)
+            hnew = run_ptr + ((r * 2 + (i + 1) % 2) * C).to(tl.int64) * (K * V)
+            hsnap = h_ptr + ((hofs + i + 1) * H + hh).to(tl.int64) * (C * K * V)
+            _merge_and_write(hold, hnew, hsnap, pst, cnt_p, est, jc, kd, vt, tmask, pos, p0 + a,
                              tl.exp(glast), kv_off, kv_mask, K, V, C, BK, BV, PREC, UPCAST)
             tl.debug_barrier()  # the next chunk reads what this one wrote
 
@@ -246,11 +256,22 @@ def _blocks(K: int, V: int, max_bv: int) -> tuple[int, int, int]:
     return BK, BV, triton.cdiv(V, BV)
 
 
-# Launch parameters, the fastest of benchmarks/bench_triton_gpu.py --sweep on an H200
-# (T = 8K + 64K, C = 16, D = 64): state pass 18.4 ms (BV 16) vs 22.2 (BV 32); output
-# kernel 11.7 ms (8 warps) vs 17.1 (4 warps).
-TUNING = {"state_bv": 16, "state_warps": 4, "output_bv": 64, "output_warps": 8,
-          "output_stages": 3}
+# Launch parameters, from benchmarks/bench_triton_gpu.py --sweep on an H200 (C = 16, D = 64).
+# state_bv 0: the widest V block that still gives the sequential state pass 256 programs
+# (T = 2K, 512 rows: BV 64 2.7 ms vs BV 16 4.1 ms; T = 64K, 16 rows: BV 16 11 ms vs BV 64
+# 19 ms). Output kernel: 4 warps 1.69 ms vs 8 warps 2.26 ms.
+TUNING = {"state_bv": 0, "state_warps": 4, "output_bv": 64, "output_warps": 4,
+          "output_stages": 3, "snapshots": "input"}
+
+
+def state_bv(V: int, rows: int) -> int:
+    """V block of the state pass: parallel programs matter more than reuse across V."""
+    if TUNING["state_bv"]:
+        return int(TUNING["state_bv"])
+    bv = max(16, triton.next_power_of_2(V))
+    while bv > 16 and rows * triton.cdiv(V, bv) < 256:
+        bv //= 2
+    return bv
 
 
 def _interpreting() -> bool:
@@ -263,17 +284,18 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor,
+def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor, run: torch.Tensor,
                       prev: tuple[torch.Tensor, torch.Tensor]) -> None:
-    """Fill ``h`` (snapshot 0 of every sequence already holds its initial states)."""
+    """Fill the snapshots ``h`` and the running states ``run [N * H, 2, C, K, V]`` (float32);
+    snapshot 0 of every sequence and ``run[:, 0]`` already hold its initial states."""
     H, K = k.shape[1:]
     V = v.shape[-1]
     C = plan.starts.shape[-1]
-    BK, BV, NV = _blocks(K, V, TUNING["state_bv"])  # V blocks: more sequential programs
+    BK, BV, NV = _blocks(K, V, state_bv(V, rows.N * H))  # V blocks: more sequential programs
     if rows.N * H and rows.max_len:
         state_pass_kernel[(NV, rows.N * H)](
             k, v, g, plan.count, plan.starts, prev[0], prev[1],
-            rows.bos, rows.lens, rows.pos0, rows.hofs, h,
+            rows.bos, rows.lens, rows.pos0, rows.hofs, h, run,
             NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, K=K, V=V, C=C,
             CP=triton.next_power_of_2(C + 1), BT=rows.chunk, BK=BK, BV=BV,
             PREC=_precision(k.dtype), UPCAST=_interpreting(),
@@ -301,9 +323,25 @@ def launch_output(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor
     return o
 
 
-def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor,
+def snapshot_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the state snapshots the output kernel reads (``TUNING["snapshots"]``)."""
+    return dtype if TUNING["snapshots"] == "input" else torch.float32
+
+
+def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, states0: torch.Tensor | None,
                    prev: tuple[torch.Tensor, torch.Tensor], scale: float,
-                   out_dtype: torch.dtype) -> torch.Tensor:
-    """Run the state pass then the output kernel; ``h`` holds the initial states already."""
-    launch_state_pass(k, v, g, plan, rows, h, prev)
-    return launch_output(q, k, v, g, lam, plan, rows, h, prev, scale, out_dtype)
+                   out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """State pass, then output kernel: ``o [B * T, H, V]`` and the final states
+    ``[N, H, C, K, V]`` float32 from the initial ones (``None``: no carried states)."""
+    N, H, C = rows.N, rows.H, plan.starts.shape[-1]
+    K, V = k.shape[-1], v.shape[-1]
+    h = torch.empty((rows.n_snapshots, H, C, K, V), dtype=snapshot_dtype(q.dtype),
+                    device=q.device)
+    run = torch.empty((N, H, 2, C, K, V), dtype=torch.float32, device=q.device)
+    if states0 is not None:  # without carried states nothing is read before it is written
+        run[:, :, 0] = states0
+        h[rows.hofs.long()] = states0.to(h.dtype)
+    launch_state_pass(k, v, g, plan, rows, h, run, prev)
+    o = launch_output(q, k, v, g, lam, plan, rows, h, prev, scale, out_dtype)
+    nt = (rows.lens.long() + rows.chunk - 1) // rows.chunk
+    return o, run[torch.arange(N, device=q.device), :, nt % 2]
