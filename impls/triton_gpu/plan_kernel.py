@@ -102,14 +102,20 @@ def _shift_down(x, j, CP: tl.constexpr, fill):
 
 @triton.jit
 def dla_scan_kernel(
-    iota_ptr, bos_ptr, lens_ptr, pos0_ptr, count0_ptr, starts0_ptr, info0_ptr, tau,
-    bnd_ptr, count_ptr, starts_ptr, info_out_ptr, n_tok,
-    MAX_LEN: tl.constexpr, H: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
+    iota_ptr, next_ptr, bos_ptr, lens_ptr, pos0_ptr, count0_ptr, starts0_ptr, info0_ptr,
+    ev_count_ptr, ev_starts_ptr, info_out_ptr, n_tok,
+    H: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
 ):
-    """DLA-3.1 to DLA-3.5 for one (sequence, head): open, write, merge, record, token by token.
+    """DLA-3.1 to DLA-3.5 for one (sequence, head), boundary after boundary.
 
-    ``iota`` is head-major, ``[H, B * T]``: a row's scores are contiguous, so one
-    cache line serves 16 steps (token-major, every step waited for a fresh line).
+    A token that is not a boundary only adds its score to the newest slot
+    (DLA-3.2), so the scan folds those scores in order (the reference's running
+    sum, bit for bit) and does the open / merge work only at boundaries, jumping
+    to the next one with ``next`` (the next boundary at or after each token). The
+    partition after each boundary is written at that boundary's token; the plan
+    of every token is gathered from there afterwards, in parallel. ``iota`` and
+    the outputs are head-major, ``[H, B * T, ...]``, so a row's tokens are
+    contiguous.
     """
     r = tl.program_id(0)
     n = r // H
@@ -122,54 +128,91 @@ def dla_scan_kernel(
     cnt = tl.load(count0_ptr + r)
     st = tl.load(starts0_ptr + r * C + j, mask=live, other=-1)
     inf = tl.load(info0_ptr + r * C + j, mask=live, other=0.0)
-    srow = iota_ptr + h.to(tl.int64) * n_tok + bos
-    x_next = tl.load(srow, mask=length > 0, other=0.0)
-    for t in range(0, MAX_LEN):  # constexpr bound: the interpreter needs it
-        if t < length:
-            tok = bos + t
-            x = x_next  # loaded one step ahead, off the dependency chain
-            x_next = tl.load(srow + t + 1, mask=t + 1 < length, other=0.0)
-            bnd = (cnt == 0) | (x > tau)
-            opening = bnd & (j == cnt)
-            st = tl.where(opening, p0 + t, st)
-            inf = tl.where(opening, 0.0, inf)
-            cnt = cnt + bnd.to(tl.int32)
-            inf = tl.where(j == cnt - 1, inf + x, inf)
-            if cnt > C:
-                nxt = _shift_down(inf, j, CP, 0.0)
-                cost = tl.where(j < C, inf + nxt, float("inf"))
-                m = tl.argmin(cost, axis=0, tie_break_left=True)
-                inf = tl.where(j < m, inf, tl.where(j == m, inf + nxt, nxt))
-                st = tl.where(j <= m, st, _shift_down(st, j, CP, -1))
-                cnt = cnt - 1
-            base = (tok * H + h) * C
-            tl.store(starts_ptr + base + j, st, mask=live)
-            tl.store(count_ptr + tok * H + h, cnt)
-            tl.store(bnd_ptr + tok * H + h, bnd.to(tl.int8))
+    row = h.to(tl.int64) * n_tok + bos
+    t = bos * 0
+    tb = tl.load(next_ptr + row, mask=length > 0, other=bos + length) - bos
+    while tb < length:
+        while t < tb:  # not boundaries: their scores join the newest slot, in order
+            inf = tl.where(j == cnt - 1, inf + tl.load(iota_ptr + row + t), inf)
+            t += 1
+        x = tl.load(iota_ptr + row + tb)
+        after = tl.load(next_ptr + row + tb + 1, mask=tb + 1 < length, other=bos + length) - bos
+        opening = j == cnt  # DLA-3.1: open a slot, then write (DLA-3.2)
+        st = tl.where(opening, p0 + tb, st)
+        inf = tl.where(opening, 0.0, inf)
+        cnt = cnt + 1
+        inf = tl.where(j == cnt - 1, inf + x, inf)
+        if cnt > C:  # DLA-3.4: merge the adjacent pair of least information, oldest on ties
+            nxt = _shift_down(inf, j, CP, 0.0)
+            cost = tl.where(j < C, inf + nxt, float("inf"))
+            m = tl.argmin(cost, axis=0, tie_break_left=True)
+            inf = tl.where(j < m, inf, tl.where(j == m, inf + nxt, nxt))
+            st = tl.where(j <= m, st, _shift_down(st, j, CP, -1))
+            cnt = cnt - 1
+        tl.store(ev_starts_ptr + (row + tb) * C + j, st, mask=live)
+        tl.store(ev_count_ptr + row + tb, cnt)
+        t = tb + 1
+        tb = after
+    while t < length:
+        inf = tl.where(j == cnt - 1, inf + tl.load(iota_ptr + row + t), inf)
+        t += 1
     tl.store(info_out_ptr + r * C + j, inf, mask=live)
+
+
+def _boundaries(iota_hm: torch.Tensor, rows: Rows, tau: float, count0: torch.Tensor
+                ) -> torch.Tensor:
+    """DLA-3.1, head-major ``[H, B * T]``: a score above ``tau``, or a token with no state
+    (the first token of a sequence whose carried cache is empty)."""
+    H, BT = iota_hm.shape
+    bnd = torch.cat([iota_hm > tau, torch.zeros((H, 1), dtype=torch.bool,
+                                                device=iota_hm.device)], 1)
+    col = torch.where(rows.lens > 0, rows.bos, BT).long()  # empty sequences: a spare column
+    bnd[:, col] |= (count0 == 0).T
+    return bnd[:, :BT]
+
+
+def _gather_plan(ev_count, ev_starts, bnd, rows: Rows, count0, starts0):
+    """Every token's partition: that after the last boundary at or before it (the carried one
+    if there is none yet in its sequence); token-major ``[B * T, H, ...]``."""
+    H, BT = bnd.shape
+    C = ev_starts.shape[-1]
+    dev = bnd.device
+    tok = torch.arange(BT, device=dev)
+    last = torch.cummax(torch.where(bnd, tok, -1), 1).values  # [H, BT]
+    seq = torch.repeat_interleave(torch.arange(rows.N, device=dev), rows.lens.long(),
+                                  output_size=BT)
+    has = last >= rows.bos.long()[seq]
+    li = last.clamp(min=0)
+    count = torch.where(has, ev_count.gather(1, li), count0.T[:, seq])
+    starts = torch.where(has[..., None], ev_starts.gather(1, li[..., None].expand(H, BT, C)),
+                         starts0.permute(1, 0, 2)[:, seq])
+    return count.T.contiguous(), starts.transpose(0, 1).contiguous()
 
 
 def plan_dla(iota: torch.Tensor, rows: Rows, C: int, tau: float, init: tuple) -> DevicePlan:
     """Launch the DLA scan; ``init = (count0 [N,H], starts0 [N,H,C], info0 [N,H,C])``."""
     BT, H = iota.shape
     dev = iota.device
-    count0, starts0, info0 = init
-    bnd = torch.empty((BT, H), dtype=torch.int8, device=dev)
-    count = torch.empty((BT, H), dtype=torch.int32, device=dev)
-    starts = torch.empty((BT, H, C), dtype=torch.int32, device=dev)
+    count0, starts0, info0 = (x.contiguous() for x in init)
+    hm = iota.t().contiguous()
+    bnd = _boundaries(hm, rows, tau, count0)
+    tok = torch.arange(BT, device=dev, dtype=torch.int32)
+    big = torch.iinfo(torch.int32).max
+    nxt = torch.cummin(torch.where(bnd, tok, big).flip(1), 1).values.flip(1).contiguous()
+    ev_count = torch.empty((H, BT), dtype=torch.int32, device=dev)
+    ev_starts = torch.empty((H, BT, C), dtype=torch.int32, device=dev)
     info = torch.empty((rows.N, H, C), dtype=torch.float64, device=dev)
     if rows.N * H:
         dla_scan_kernel[(rows.N * H,)](
-            iota.t().contiguous(), rows.bos, rows.lens, rows.pos0,
-            count0.contiguous(), starts0.contiguous(), info0.contiguous(), float(tau),
-            bnd, count, starts, info, BT,
-            MAX_LEN=bucket(rows.max_len), H=H, C=C, CP=triton.next_power_of_2(C + 1),
-            num_warps=SCAN_TUNING["warps"],
+            hm, nxt, rows.bos, rows.lens, rows.pos0, count0, starts0, info0,
+            ev_count, ev_starts, info, BT,
+            H=H, C=C, CP=triton.next_power_of_2(C + 1), num_warps=SCAN_TUNING["warps"],
         )
+    count, starts = _gather_plan(ev_count, ev_starts, bnd, rows, count0, starts0)
     j = torch.arange(C, dtype=torch.int32, device=dev)
     rank = count[..., None] - 1 - j  # DLA-3.5: recency rank, computed in parallel after the scan
     labels = torch.where(rank >= 0, rank, -1).to(torch.int32)
-    return DevicePlan(bnd.bool(), count, starts, labels, info)
+    return DevicePlan(bnd.T.contiguous(), count, starts, labels, info)
 
 
 # ----------------------------------------------------------------- Fenwick (DLA-4)
