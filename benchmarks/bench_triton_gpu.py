@@ -11,7 +11,8 @@ fla's ``chunk_simple_gla`` (one state), fla's ``chunk_log_linear_attn``
 (Fenwick multi-state, ``ceil(log2 T) + 1`` levels) and torch SDPA causal
 (FlashAttention). DLA rows use ``score='key_cosine'`` with random keys and
 ``tau = 0.5``: every token opens a state and (once ``C`` states exist) every
-token merges, the heaviest plan.
+token merges, the heaviest plan. Rows ``tau=1.0`` and ``tau=1.2`` open a state at
+about 50 % and 5 % of the tokens (the scan's cost follows the boundaries).
 
 Floors (per token and head, ``D = K = V``, ``BT = 64`` chunk, ``C`` states)::
 
@@ -109,8 +110,6 @@ def dla_parts(x: dict, C: int, policy: str, tau: float = 0.5) -> dict[str, float
 
 
 SWEEP = {  # stage -> launch settings tried; a stage is timed by the key of that name
-    "plan": [{"warps": w} for w in (1, 2)],
-    "state": [{"state_bv": bv} for bv in (0, 16, 32, 64)],
     "output": [{"output_warps": w} for w in (4, 8)],
     "total": [{"snapshots": sd} for sd in ("input", "float32")],
 }
@@ -231,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         for T in Ts:
             B = TOKENS // T
             p = peers(inputs(B, T, D, 1), T)
-            runs = [("dla", C, 0.5) for C in a.Cs] + [("dla", max(a.Cs), 1.0)]
+            runs = [("dla", C, 0.5) for C in a.Cs] + [("dla", max(a.Cs), tau)
+                                                       for tau in (1.0, 1.2)]
             runs.append(("fenwick", math.ceil(math.log2(T)) + 1, 0.5))
             for policy, C, tau in runs:
                 d = dla_parts(inputs(B, T, D, C), C, policy, tau)

@@ -14,6 +14,10 @@ mkdir -p "$OUT"
   python3 -m pip install -q --no-deps .gpu/fla_core-0.6.0-py3-none-any.whl && echo "fla ok"
   python3 -c 'import einops, fla; print("einops", einops.__version__)'
 } 2>&1 | tee "$OUT/setup.log"
+if [ "${RUN_PYTEST:-1}" = 1 ]; then  # a kernel that fails its tests stops the call here
+  timeout 180 python3 -m pytest -q -p no:cacheprovider tests/triton 2>&1 | tee "$OUT/pytest.log" | tail -15
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "tests/triton failed: no certification, no benchmark"; exit 1; }
+fi
 if [ "$CERT_S" -gt 0 ]; then
   timeout "$CERT_S" python3 -m dla.conformance run --impl triton_gpu --device cuda \
     --levels plan execute end_to_end streaming varlen --report "$OUT/cert.json" \
@@ -23,8 +27,5 @@ if [ "$CERT_S" -gt 0 ]; then
     --levels gradients --report "$OUT/cert_gradients.json" \
     --only-failures --no-progress 2>&1 | tee "$OUT/cert_gradients.log" | tail -10
   echo "gradients cert exit: ${PIPESTATUS[0]}"
-fi
-if [ "${RUN_PYTEST:-1}" = 1 ]; then
-  timeout 180 python3 -m pytest -q -p no:cacheprovider tests/triton 2>&1 | tee "$OUT/pytest.log" | tail -15
 fi
 python3 benchmarks/bench_triton_gpu.py --out "$OUT/triton_gpu.md" "$@" 2>&1 | tee "$OUT/bench.log"
