@@ -264,12 +264,13 @@ TUNING = {"state_bv": 0, "state_warps": 4, "output_bv": 64, "output_warps": 4,
           "output_stages": 3, "snapshots": "input"}
 
 
-def state_bv(V: int, rows: int) -> int:
-    """V block of the state pass: parallel programs matter more than reuse across V."""
+def state_bv(V: int, rows: int, bk: int) -> int:
+    """V block of the state pass: parallel programs matter more than reuse across V, and a
+    ``[bk, bv]`` float32 accumulator above 64 x 64 spills (D = 128, BV 128: 2.5x slower)."""
     if TUNING["state_bv"]:
         return int(TUNING["state_bv"])
     bv = max(16, triton.next_power_of_2(V))
-    while bv > 16 and rows * triton.cdiv(V, bv) < 256:
+    while bv > 16 and (rows * triton.cdiv(V, bv) < 256 or bk * bv > 64 * 64):
         bv //= 2
     return bv
 
@@ -291,7 +292,8 @@ def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor, ru
     H, K = k.shape[1:]
     V = v.shape[-1]
     C = plan.starts.shape[-1]
-    BK, BV, NV = _blocks(K, V, state_bv(V, rows.N * H))  # V blocks: more sequential programs
+    bv = state_bv(V, rows.N * H, max(16, triton.next_power_of_2(K)))
+    BK, BV, NV = _blocks(K, V, bv)  # V blocks: more sequential programs
     if rows.N * H and rows.max_len:
         state_pass_kernel[(NV, rows.N * H)](
             k, v, g, plan.count, plan.starts, prev[0], prev[1],

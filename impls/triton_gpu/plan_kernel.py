@@ -69,14 +69,15 @@ def token_scores(k: torch.Tensor, rows: Rows, prev_key: torch.Tensor | None) -> 
     carried ``prev_key`` (DLA-2.3).
     """
     n_tok, H, K = k.shape
-    iota = torch.empty((n_tok, H), dtype=torch.float64, device=k.device)
+    padded = torch.empty((n_tok + 1, H), dtype=torch.float64, device=k.device)
+    iota = padded[:n_tok]
     if n_tok:
         BLOCK = 32
         key_cosine_kernel[(triton.cdiv(n_tok, BLOCK), H)](
             k, iota, n_tok, H=H, K=K, BLOCK=BLOCK, BK=triton.next_power_of_2(K))
     nonempty = rows.lens > 0
-    first = rows.bos.long()[nonempty]
-    iota[first] = 0.0
+    # first tokens score 0 (empty sequences write to the spare row: no mask, no device sync)
+    padded[torch.where(nonempty, rows.bos, n_tok).long()] = 0.0
     if prev_key is not None:
         carried = (rows.pos0.long() > 0) & nonempty
         f = rows.bos.long()[carried]

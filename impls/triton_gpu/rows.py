@@ -47,11 +47,12 @@ def make_rows(B: int, T: int, H: int, cu: list[int] | None, pos0: list[int], chu
         acc += nt + 1
         table += [(n, i) for i in range(nt)]
 
-    def i32(x: list) -> torch.Tensor:
-        return torch.tensor(x, dtype=torch.int32, device=device)
-
+    N = len(lens)
+    flat = [*bos, *lens, *pos0, *hofs, *(x for pair in table for x in pair)]
+    packed = torch.tensor(flat, dtype=torch.int32).to(device)  # one host-to-device copy
+    bos_t, lens_t, pos0_t, hofs_t, table_t = packed.split([N, N, N, N, 2 * len(table)])
     return Rows(
-        N=len(lens), H=H, bos=i32(bos), lens=i32(lens), pos0=i32(pos0), chunk=chunk,
-        chunk_table=i32(table).reshape(-1, 2), hofs=i32(hofs), n_snapshots=acc,
+        N=N, H=H, bos=bos_t, lens=lens_t, pos0=pos0_t, chunk=chunk,
+        chunk_table=table_t.reshape(-1, 2), hofs=hofs_t, n_snapshots=acc,
         max_len=max(lens, default=0),
     )
