@@ -18,6 +18,7 @@ Decays use chunk-local cumulative sums of ``g`` in float32.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import triton
@@ -260,8 +261,8 @@ def _blocks(K: int, V: int, max_bv: int) -> tuple[int, int, int]:
 # state_bv 0: the widest V block that still gives the sequential state pass 256 programs
 # (T = 2K, 512 rows: BV 64 2.7 ms vs BV 16 4.1 ms; T = 64K, 16 rows: BV 16 11 ms vs BV 64
 # 19 ms). Output kernel: 4 warps 1.69 ms vs 8 warps 2.26 ms.
-TUNING = {"state_bv": 0, "state_warps": 4, "output_bv": 64, "output_warps": 4,
-          "output_stages": 3, "snapshots": "input"}
+TUNING: dict[str, Any] = {"state_bv": 0, "state_warps": 4, "output_bv": 64,
+                          "output_warps": 4, "output_stages": 3, "snapshots": "input"}
 
 
 def state_bv(V: int, rows: int, bk: int) -> int:
