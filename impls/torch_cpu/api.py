@@ -184,8 +184,9 @@ def _forward_segment(config, sl, s_rows, plan_rows, car: _Carried, scale, chunk_
     R, T, K = sl["q"].shape
     C = config.capacity
     dt, dev = sl["q"].dtype, sl["q"].device
-    iota = _scores(config, sl["k"], s_rows, car)
+    iota = None  # scores (a float64 host copy of k) only when a plan or the cache needs them
     if plan_rows is None:
+        iota = _scores(config, sl["k"], s_rows, car)
         rp = run_policy(iota, config, car.part)
         st, lb, cnt = (torch.from_numpy(x).to(dev) for x in (rp.starts, rp.labels, rp.count))
         exact_info = rp.final_info
@@ -204,6 +205,8 @@ def _forward_segment(config, sl, s_rows, plan_rows, car: _Carried, scale, chunk_
             config.base, scale, chunk_size)
     if not output_final_cache:
         return o, None
+    if iota is None:
+        iota = _scores(config, sl["k"], s_rows, car)
     return o, _final_cache(car, st, lb, cnt, S, iota, exact_info, sl["k"], H, C, K)
 
 
