@@ -28,4 +28,5 @@ if [ "$CERT_S" -gt 0 ]; then
     --only-failures --no-progress 2>&1 | tee "$OUT/cert_gradients.log" | tail -10
   echo "gradients cert exit: ${PIPESTATUS[0]}"
 fi
+[ "${RUN_BENCH:-1}" = 1 ] || exit 0
 python3 benchmarks/bench_triton_gpu.py --out "$OUT/triton_gpu.md" "$@" 2>&1 | tee "$OUT/bench.log"

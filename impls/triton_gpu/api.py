@@ -42,10 +42,32 @@ def _require_kernel_dtype(q: torch.Tensor) -> None:
         )
 
 
-def _device_of(x: Any) -> torch.device:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"dla.impls.triton_gpu takes torch tensors, got {type(x).__name__}")
-    return x.device
+# What the kernels support (DLA-11.2): beyond it a call is refused by name, never computed
+# wrongly. Positions and token indices are int32 in the kernels, and 2**30 marks "no slot".
+MAX_POSITION = 2**30
+MAX_TOKENS = 2**31 - 1
+MAX_HEAD_DIM = 256  # one [64, D] tile per operand; measured on an H200 at D = 64 and 128
+
+
+def _require_supported(call: val.Call, pos0: list[int], chunk: Any) -> None:
+    """DLA-11.2: sizes outside what the kernels address are refused, naming the argument."""
+    if (isinstance(chunk, bool) or not isinstance(chunk, int) or not 16 <= chunk <= 128
+            or chunk & (chunk - 1)):
+        raise ValueError(f"chunk: must be a power of two from 16 to 128 (the kernels' tile), "
+                         f"got {chunk!r} (DLA-11.2)")
+    for name, d in (("q", call.K), ("v", call.V)):
+        if d is not None and d > MAX_HEAD_DIM:
+            raise ValueError(f"{name}: last dimension {d} exceeds {MAX_HEAD_DIM}, the largest "
+                             "head dimension of dla.impls.triton_gpu (DLA-11.2)")
+    if call.B * call.T > MAX_TOKENS:
+        raise ValueError(f"q: B * T = {call.B * call.T} tokens exceeds {MAX_TOKENS}, the int32 "
+                         "token index of dla.impls.triton_gpu (DLA-11.2)")
+    lengths = [b - a for a, b in call.segments] if call.packed else [call.T] * call.B
+    end = max((p + n for p, n in zip(pos0, lengths, strict=True)), default=0)
+    if end > MAX_POSITION:
+        name = "initial_cache.position" if any(pos0) else "q"
+        raise ValueError(f"{name}: positions up to {end - 1} exceed {MAX_POSITION - 1}, the "
+                         "largest position of dla.impls.triton_gpu (DLA-11.2)")
 
 
 def _flat(x: torch.Tensor | None, dev: torch.device) -> torch.Tensor | None:
@@ -74,6 +96,7 @@ def _initial(cache: Cache | None, N: int, H: int, C: int, dev: torch.device):
 def _setup(call: val.Call, initial_cache: Cache | None, dev: torch.device, chunk: int):
     """The kernels' row layout and carried state of a validated call."""
     init = _initial(initial_cache, call.N, call.H, call.C, dev)
+    _require_supported(call, init[3], chunk)
     cu = [a for a, _ in call.segments] + [call.T] if call.packed else None
     rows = make_rows(call.B, call.T, call.H, cu, init[3], chunk, dev)
     return rows, init
@@ -122,7 +145,7 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
     """DLA-6.1, DLA-11.1: the plan, computed on the device of ``k`` (or ``scores``)."""
     call = val.check_plan_call(config, kind="torch", k=k, scores=scores,
                                initial_cache=initial_cache, cu_seqlens=cu_seqlens)
-    dev = _device_of(scores if config.score == "external" else k)
+    dev = (scores if config.score == "external" else k).device
     rows, init = _setup(call, initial_cache, dev, chunk)
     p, _ = _device_plan(config, rows, _flat(k, dev), _flat(scores, dev), init, call.B * call.T,
                         call.H)
@@ -170,11 +193,13 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
     _require_kernel_dtype(q)
     B, T, H = call.B, call.T, call.H
     K, V = int(q.shape[3]), int(v.shape[3])
-    dev = _device_of(q)
+    dev = q.device
     rows, init = _setup(call, initial_cache, dev, chunk)
     qf, kf, vf, gf, lf = (_flat(x, dev) for x in (q, k, v, g, lam))
-    own, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
-    p = own if plan is None else _from_plan(plan, dev)
+    if plan is None:
+        p, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
+    else:  # an injected plan is executed as given (DLA-6.2): no scan
+        p, iota = _from_plan(plan, dev), None
     states0 = (None if initial_cache is None else
                torch.as_tensor(initial_cache.states).to(dev, torch.float32))
     prev = previous_partition(p, rows, init[0], init[1])

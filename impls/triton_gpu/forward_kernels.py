@@ -45,7 +45,7 @@ def _pick(x, jc, idx):
 
 
 @triton.jit
-def _slot_of(est, p, jc):
+def _slot_of(est, p):
     """The slot of partition ``est`` (unused entries ``BIG``) that holds position ``p``."""
     return tl.sum((est <= p).to(tl.int32), axis=0) - 1
 
@@ -59,8 +59,8 @@ def _tokens_into(m, est, jc, kd, vt, tmask, pos, PREC: tl.constexpr, UPCAST: tl.
 
 
 @triton.jit
-def _merge_and_write(hold, hnew, hsnap, pst, cnt_p, est, jc, kd, vt, tmask, pos, first_pos, decay,
-                     kv_off, kv_mask, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
+def _merge_and_write(hold, hnew, hsnap, snap, pst, cnt_p, est, jc, kd, vt, tmask, pos, first_pos,
+                     decay, kv_off, kv_mask, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
                      BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
                      UPCAST: tl.constexpr):
     """The states at the chunk end: new slot ``m`` = its old states, decayed, plus its tokens.
@@ -79,22 +79,24 @@ def _merge_and_write(hold, hnew, hsnap, pst, cnt_p, est, jc, kd, vt, tmask, pos,
         spj = tl.load(pst + j, mask=live, other=BIG)
         spn = tl.load(pst + j + 1, mask=j + 1 < cnt_p, other=BIG)
         acc += tl.load(hold + j * K * V + kv_off, mask=kv_mask & live, other=0.0)
-        m = _slot_of(est, spj, jc)
-        if live & ((j + 1 >= cnt_p) | (_slot_of(est, spn, jc) != m)):
+        m = _slot_of(est, spj)
+        if live & ((j + 1 >= cnt_p) | (_slot_of(est, spn) != m)):
             acc = acc * decay
             if _pick(est, jc, m + 1) > first_pos:  # the slot also holds tokens of this chunk
                 acc += _tokens_into(m, est, jc, kd, vt, tmask, pos, PREC, UPCAST)
             tl.store(hnew + m * K * V + kv_off, acc, mask=kv_mask)
-            tl.store(hsnap + m * K * V + kv_off, acc.to(hsnap.dtype.element_ty), mask=kv_mask)
+            tl.store(hsnap + m * K * V + kv_off, acc.to(hsnap.dtype.element_ty),
+                     mask=kv_mask & snap)
             acc = tl.zeros((BK, BV), dtype=tl.float32)
     last_old = tl.load(pst + cnt_p - 1, mask=cnt_p > 0, other=-1)
-    first_new = tl.where(cnt_p > 0, _slot_of(est, last_old, jc) + 1, 0)
+    first_new = tl.where(cnt_p > 0, _slot_of(est, last_old) + 1, 0)
     cnt_e = tl.sum((est < BIG).to(tl.int32), axis=0)
     for m2 in range(0, C):
         if (m2 >= first_new) & (m2 < cnt_e):
             new = _tokens_into(m2, est, jc, kd, vt, tmask, pos, PREC, UPCAST)
             tl.store(hnew + m2 * K * V + kv_off, new, mask=kv_mask)
-            tl.store(hsnap + m2 * K * V + kv_off, new.to(hsnap.dtype.element_ty), mask=kv_mask)
+            tl.store(hsnap + m2 * K * V + kv_off, new.to(hsnap.dtype.element_ty),
+                     mask=kv_mask & snap)
 
 
 @triton.jit
@@ -111,10 +113,10 @@ def state_pass_kernel(
     The running states are float32 in ``run[r, i % 2]`` (two buffers per row, so a
     chunk never overwrites what it reads); each chunk's states are also written to
     the snapshots ``h`` that the output kernel reads, in the inputs' dtype (its
-    matrix products take them in that dtype anyway).
+    matrix products take them in that dtype anyway), float32 for float16 inputs.
     """
-    iv = tl.program_id(0)
-    r = tl.program_id(1)
+    r = tl.program_id(0)  # rows on axis 0: CUDA limits axes 1 and 2 to 65535 programs
+    iv = tl.program_id(1)
     n = r // H
     hh = r % H
     bos = tl.load(bos_ptr + n)
@@ -133,7 +135,7 @@ def state_pass_kernel(
             a = i * BT
             nvalid = tl.minimum(length - a, BT)
             tmask = ot < nvalid
-            tok = bos + a + ot
+            tok = (bos + a + ot).to(tl.int64)  # flat addresses can pass 2**31
             pos = p0 + a + ot
             g = tl.load(g_ptr + tok * H + hh, mask=tmask, other=0.0).to(tl.float32)
             glast = tl.sum(g, axis=0)
@@ -143,17 +145,19 @@ def state_pass_kernel(
             vt = tl.load(v_ptr + (tok * H + hh)[:, None] * V + ov[None, :],
                          mask=tmask[:, None] & (ov[None, :] < V), other=0.0)
             kd = (kt.to(tl.float32) * dec[:, None]).to(kt.dtype)
-            gch = hofs - n + i
+            gch = (hofs - n + i).to(tl.int64)
             cnt_p = tl.load(pcount_ptr + gch * H + hh)
             pst = pstarts_ptr + (gch * H + hh) * C
-            tok_e = bos + a + nvalid - 1
+            tok_e = (bos + a + nvalid - 1).to(tl.int64)
             cnt_e = tl.load(count_ptr + tok_e * H + hh)
             est = tl.load(starts_ptr + (tok_e * H + hh) * C + jc, mask=jc < cnt_e, other=BIG)
             hold = run_ptr + ((r * 2 + i % 2) * C).to(tl.int64) * (K * V)
             hnew = run_ptr + ((r * 2 + (i + 1) % 2) * C).to(tl.int64) * (K * V)
-            hsnap = h_ptr + ((hofs + i + 1) * H + hh).to(tl.int64) * (C * K * V)
-            _merge_and_write(hold, hnew, hsnap, pst, cnt_p, est, jc, kd, vt, tmask, pos, p0 + a,
-                             tl.exp(glast), kv_off, kv_mask, K, V, C, BK, BV, PREC, UPCAST)
+            hsnap = h_ptr + ((hofs + i + 1).to(tl.int64) * H + hh) * (C * K * V)
+            # the last chunk's states are read from the running buffer only
+            _merge_and_write(hold, hnew, hsnap, i + 1 < nt, pst, cnt_p, est, jc, kd, vt, tmask,
+                             pos, p0 + a, tl.exp(glast), kv_off, kv_mask, K, V, C, BK, BV, PREC,
+                             UPCAST)
             tl.debug_barrier()  # the next chunk reads what this one wrote
 
 
@@ -164,11 +168,11 @@ def output_kernel(
     scale,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
     """Output of one chunk: inter (old states, relabeled at each t) + intra (masked, labeled)."""
-    iv = tl.program_id(0)
-    gch = tl.program_id(1)
+    gch = tl.program_id(0).to(tl.int64)  # chunks on axis 0: axes 1 and 2 stop at 65535
+    iv = tl.program_id(1)
     hh = tl.program_id(2)
     n = tl.load(table_ptr + gch * 2)
     i = tl.load(table_ptr + gch * 2 + 1)
@@ -183,7 +187,7 @@ def output_kernel(
     ov = iv * BV + tl.arange(0, BV)
     jj = tl.arange(0, CP)
     tmask = ot < nvalid
-    tok = bos + a + ot
+    tok = (bos + a + ot).to(tl.int64)  # flat addresses can pass 2**31
     row = tok * H + hh
     pos = p0 + a + ot
     qk_mask = tmask[:, None] & (ok[None, :] < K)
@@ -214,11 +218,14 @@ def output_kernel(
     causal = (ot[:, None] >= ot[None, :]) & tmask[:, None] & tmask[None, :]
     A = _dot(q, tl.trans(k), PREC, UPCAST)
     A = tl.where(causal, A * W * tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
-    o = _dot(A.to(v.dtype), v, PREC, UPCAST)
+    if WIDE:  # float16: products in float32, A and the states may pass 65504
+        o = _dot(A, v.to(tl.float32), PREC, UPCAST)
+    else:
+        o = _dot(A.to(v.dtype), v, PREC, UPCAST)
     # inter-chunk: old states at a - 1, each weighted by the label of its slot at t
     cnt_p = tl.load(pcount_ptr + gch * H + hh)
     pst = pstarts_ptr + (gch * H + hh) * C
-    hold = h_ptr + ((hofs + i) * H + hh).to(tl.int64) * (C * K * V)
+    hold = h_ptr + ((hofs + i).to(tl.int64) * H + hh) * (C * K * V)
     kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
     eg = tl.exp(gc)
     for j in range(0, C):  # masked rather than guarded, so the loads can be pipelined
@@ -226,7 +233,10 @@ def output_kernel(
         wj = tl.sum(tl.where((st2 <= spj) & (spj < stn2), lam2, 0.0), axis=1)
         S = tl.load(hold + j * K * V + ok[:, None] * V + ov[None, :], mask=kv_mask & (j < cnt_p),
                     other=0.0)
-        o += (wj * eg)[:, None] * _dot(q, S.to(q.dtype), PREC, UPCAST)
+        if WIDE:
+            o += (wj * eg)[:, None] * _dot(q.to(tl.float32), S.to(tl.float32), PREC, UPCAST)
+        else:
+            o += (wj * eg)[:, None] * _dot(q, S.to(q.dtype), PREC, UPCAST)
     o = o * scale
     tl.store(o_ptr + row[:, None] * V + ov[None, :], o.to(o_ptr.dtype.element_ty),
              mask=tmask[:, None] & (ov[None, :] < V))
@@ -289,14 +299,15 @@ def _precision(dtype: torch.dtype) -> str:
 def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor, run: torch.Tensor,
                       prev: tuple[torch.Tensor, torch.Tensor]) -> None:
     """Fill the snapshots ``h`` and the running states ``run [N * H, 2, C, K, V]`` (float32);
-    snapshot 0 of every sequence and ``run[:, 0]`` already hold its initial states."""
+    with carried states, snapshot 0 of every sequence and ``run[:, 0]`` already hold them
+    (without, nothing is read before it is written)."""
     H, K = k.shape[1:]
     V = v.shape[-1]
     C = plan.starts.shape[-1]
     bv = state_bv(V, rows.N * H, max(16, triton.next_power_of_2(K)))
     BK, BV, NV = _blocks(K, V, bv)  # V blocks: more sequential programs
     if rows.N * H and rows.max_len:
-        state_pass_kernel[(NV, rows.N * H)](
+        state_pass_kernel[(rows.N * H, NV)](
             k, v, g, plan.count, plan.starts, prev[0], prev[1],
             rows.bos, rows.lens, rows.pos0, rows.hofs, h, run,
             NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, K=K, V=V, C=C,
@@ -316,19 +327,23 @@ def launch_output(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor
     BK, BV, NV = _blocks(K, V, TUNING["output_bv"])  # masks/weights: once per V block
     o = torch.empty((BTOK, H, V), dtype=out_dtype, device=q.device)
     if rows.N * H and rows.max_len:
-        output_kernel[(NV, rows.chunk_table.shape[0], H)](
+        output_kernel[(rows.chunk_table.shape[0], NV, H)](
             q, k, v, g, lam, plan.count, plan.starts, plan.labels, prev[0], prev[1],
             rows.chunk_table, rows.bos, rows.lens, rows.pos0, rows.hofs, h, o, float(scale),
             H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C), BT=rows.chunk, BK=BK, BV=BV,
-            PREC=_precision(q.dtype), UPCAST=_interpreting(), num_warps=TUNING["output_warps"],
+            PREC=_precision(q.dtype), UPCAST=_interpreting(), WIDE=q.dtype == torch.float16,
+            num_warps=TUNING["output_warps"],
             num_stages=TUNING["output_stages"],
         )
     return o
 
 
 def snapshot_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the state snapshots the output kernel reads (``TUNING["snapshots"]``)."""
-    return dtype if TUNING["snapshots"] == "input" else torch.float32
+    """The dtype of the state snapshots the output kernel reads (``TUNING["snapshots"]``):
+    float32 for float16 inputs, whose range a state can exceed."""
+    if TUNING["snapshots"] == "input" and dtype != torch.float16:
+        return dtype
+    return torch.float32
 
 
 def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, states0: torch.Tensor | None,

@@ -22,7 +22,7 @@ from dla.impls.triton_gpu.rows import Rows
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """A plan in the kernels' layout: ``[B * T, H, ...]`` int32, plus the final partition."""
+    """A plan in the kernels' layout: ``[B * T, H, ...]`` int32, plus the final informations."""
 
     boundary: torch.Tensor  # [BT, H] bool
     count: torch.Tensor  # [BT, H] int32
@@ -36,7 +36,7 @@ class DevicePlan:
 def key_cosine_kernel(k_ptr, iota_ptr, n_tok, H: tl.constexpr, K: tl.constexpr,
                       BLOCK: tl.constexpr, BK: tl.constexpr):
     """DLA-2.1, DLA-2.2: ``1 - cos(k_t, k_{t-1})`` in float64 for a block of flat tokens."""
-    tok = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tok = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)  # may pass 2**31 / K
     h = tl.program_id(1)
     ok = tl.arange(0, BK)
     cur_m = (tok < n_tok)[:, None] & (ok[None, :] < K)
@@ -114,9 +114,9 @@ def dla_scan_kernel(
     sum, bit for bit) and does the open / merge work only at boundaries, jumping
     to the next one with ``next`` (the next boundary at or after each token). The
     partition after each boundary is written at that boundary's token; the plan
-    of every token is gathered from there afterwards, in parallel. ``iota`` and
-    the outputs are head-major, ``[H, B * T, ...]``, so a row's tokens are
-    contiguous.
+    of every token is gathered from there afterwards, in parallel. ``iota``,
+    ``next`` and the per-boundary outputs are head-major, ``[H, B * T, ...]``, so a
+    row's tokens are contiguous; the final informations are ``[N, H, C]``.
     """
     r = tl.program_id(0)
     n = r // H

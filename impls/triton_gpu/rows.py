@@ -26,7 +26,9 @@ class Rows:
     pos0: torch.Tensor  # [N] int32: carried tokens (DLA-7: positions include them)
     chunk: int
     chunk_table: torch.Tensor  # [NC, 2] int32: (sequence, chunk index within it)
-    hofs: torch.Tensor  # [N] int32: first state snapshot of sequence n (NT_n + 1 snapshots)
+    # [N] int32: first state snapshot of sequence n; NT_n + 1 places, snapshot i = the states
+    # at the start of chunk i (the last place is not written: final states come from elsewhere)
+    hofs: torch.Tensor
     n_snapshots: int
     max_len: int
 
