@@ -437,6 +437,11 @@ class Call:
         """Number of sequences, i.e. rows of the cache (DLA-7.1)."""
         return len(self.segments) if self.packed else self.B
 
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The length of each sequence, in cache-row order (DLA-8.1)."""
+        return tuple(b - a for a, b in self.segments) if self.packed else (self.T,) * self.B
+
     def cache_rows(self, i: int) -> slice:
         """The cache rows of segment ``i``: its own row when packed, every batch row otherwise."""
         return slice(i, i + 1) if self.packed else slice(0, self.B)
@@ -455,9 +460,7 @@ def _check_sequences(call: Call, config: Config, initial_cache: Any) -> None:
     if config.policy == "fenwick":
         pos0 = (np.zeros(call.N, np.int64) if initial_cache is None
                 else _host(initial_cache.position).astype(np.int64))
-        lengths = (np.array([b - a for a, b in call.segments]) if call.packed
-                   else np.full(call.N, call.T))
-        check_fenwick_capacity(call.C, pos0, lengths)
+        check_fenwick_capacity(call.C, pos0, call.lengths)
 
 
 def _plan_rows(x: np.ndarray) -> np.ndarray:

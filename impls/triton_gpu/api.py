@@ -62,8 +62,7 @@ def _require_supported(call: val.Call, pos0: list[int], chunk: Any) -> None:
     if call.B * call.T > MAX_TOKENS:
         raise ValueError(f"q: B * T = {call.B * call.T} tokens exceeds {MAX_TOKENS}, the int32 "
                          "token index of dla.impls.triton_gpu (DLA-11.2)")
-    lengths = [b - a for a, b in call.segments] if call.packed else [call.T] * call.B
-    end = max((p + n for p, n in zip(pos0, lengths, strict=True)), default=0)
+    end = max((p + n for p, n in zip(pos0, call.lengths, strict=True)), default=0)
     if end > MAX_POSITION:
         name = "initial_cache.position" if any(pos0) else "q"
         raise ValueError(f"{name}: positions up to {end - 1} exceed {MAX_POSITION - 1}, the "
