@@ -75,9 +75,8 @@ def token_scores(k: torch.Tensor, rows: Rows, prev_key: torch.Tensor | None) -> 
         BLOCK = 32
         key_cosine_kernel[(triton.cdiv(n_tok, BLOCK), H)](
             k, iota, n_tok, H=H, K=K, BLOCK=BLOCK, BK=triton.next_power_of_2(K))
+    padded[rows.first_tokens(n_tok)] = 0.0  # first tokens score 0; row n_tok is the spare
     nonempty = rows.lens > 0
-    # first tokens score 0 (empty sequences write to the spare row: no mask, no device sync)
-    padded[torch.where(nonempty, rows.bos, n_tok).long()] = 0.0
     if prev_key is not None:
         carried = (rows.pos0.long() > 0) & nonempty
         f = rows.bos.long()[carried]
@@ -167,7 +166,7 @@ def _boundaries(iota_hm: torch.Tensor, rows: Rows, tau: float, count0: torch.Ten
     H, BT = iota_hm.shape
     bnd = torch.cat([iota_hm > tau, torch.zeros((H, 1), dtype=torch.bool,
                                                 device=iota_hm.device)], 1)
-    col = torch.where(rows.lens > 0, rows.bos, BT).long()  # empty sequences: a spare column
+    col = rows.first_tokens(BT)  # column BT is the spare
     bnd[:, col] |= (count0 == 0).T
     return bnd[:, :BT]
 
@@ -180,8 +179,7 @@ def _gather_plan(ev_count, ev_starts, bnd, rows: Rows, count0, starts0):
     dev = bnd.device
     tok = torch.arange(BT, device=dev)
     last = torch.cummax(torch.where(bnd, tok, -1), 1).values  # [H, BT]
-    seq = torch.repeat_interleave(torch.arange(rows.N, device=dev), rows.lens.long(),
-                                  output_size=BT)
+    seq = rows.sequence_of_tokens(BT)
     has = last >= rows.bos.long()[seq]
     li = last.clamp(min=0)
     count = torch.where(has, ev_count.gather(1, li), count0.T[:, seq])
@@ -219,14 +217,9 @@ def plan_dla(iota: torch.Tensor, rows: Rows, C: int, tau: float, init: tuple) ->
 # ----------------------------------------------------------------- Fenwick (DLA-4)
 def fenwick_positions(rows: Rows, BT: int) -> torch.Tensor:
     """The absolute position (carried tokens included) of every flat token ``[B * T]``."""
-    dev = rows.bos.device
-    lens = rows.lens.long()
-    seq = torch.repeat_interleave(torch.arange(rows.N, device=dev), lens)
-    local = torch.arange(int(lens.sum()), device=dev) - torch.repeat_interleave(
-        torch.cumsum(lens, 0) - lens, lens)
-    pos = torch.zeros(BT, dtype=torch.int64, device=dev)
-    pos[rows.bos.long()[seq] + local] = rows.pos0.long()[seq] + local
-    return pos
+    seq = rows.sequence_of_tokens(BT)
+    local = torch.arange(BT, device=seq.device) - rows.bos.long()[seq]
+    return rows.pos0.long()[seq] + local
 
 
 def plan_fenwick(rows: Rows, BT: int, H: int, C: int) -> DevicePlan:

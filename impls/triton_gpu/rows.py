@@ -32,6 +32,17 @@ class Rows:
     n_snapshots: int
     max_len: int
 
+    def first_tokens(self, spare: int) -> torch.Tensor:
+        """``[N]`` int64: the first flat token of each sequence, ``spare`` (a padding index)
+        for empty ones, so that a scatter needs no mask and no device sync."""
+        return torch.where(self.lens > 0, self.bos, spare).long()
+
+    def sequence_of_tokens(self, n_tok: int) -> torch.Tensor:
+        """``[n_tok]`` int64: the sequence of every flat token (the sequences tile the
+        ``n_tok = B * T`` tokens in order, DLA-8.1); no device sync."""
+        return torch.repeat_interleave(torch.arange(self.N, device=self.bos.device),
+                                       self.lens.long(), output_size=n_tok)
+
 
 def make_rows(B: int, T: int, H: int, cu: list[int] | None, pos0: list[int], chunk: int,
               device: torch.device) -> Rows:
