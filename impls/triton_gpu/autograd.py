@@ -24,12 +24,12 @@ inputs), and neither do the final cache's ``prev_key`` and ``info``. The
 final cache's ``states`` are differentiable.
 
 Cost: the backward is not a Triton kernel. It is one forward and one autograd
-backward of the chunked torch executor on the inputs' device, plus a float64
-copy of ``k`` (or ``scores``) to the host, where torch_cpu computes the token
-scores, and the executor's activations held during the backward; not yet
-measured on a GPU. It is correct and certified (the ``gradients`` level,
-DLA-12.6), not fast. The backward is itself not differentiable (no double
-backward).
+backward of the chunked torch executor on the inputs' device, plus, only when
+the final states need gradients, a float64 copy of ``k`` (or ``scores``) to the
+host, where torch_cpu computes the token scores, and the executor's activations
+held during the backward; its time is not measured. It is correct and certified
+(the ``gradients`` level, DLA-12.6, on an H200 too), not fast. The backward is
+itself not differentiable (no double backward).
 """
 
 from __future__ import annotations
