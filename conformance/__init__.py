@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from dla.conformance.report import ClauseResult, Report
 
-__all__ = ["ClauseResult", "Report", "certify"]
+__all__ = ["ClauseResult", "Report", "certify", "new_report"]
 
 _T = TypeVar("_T")
 
@@ -65,16 +65,22 @@ def certify(
     loaded = load(impl)
     lv = resolve_levels(levels, loaded.claims)
     dtypes, devices, work = collect(loaded, lv, dtype, device, profile, seed)
-    report = Report(
-        implementation=loaded.name,
-        claims=loaded.claims,
-        levels=lv,
-        dtypes=dtypes,
-        devices=devices,
-        profile=profile,
-        seed=seed,
-    )
+    report = new_report(loaded, lv, dtypes, devices, profile, seed,
+                        complete=levels is None and dtype is None and device is None)
     for ctx, check in _progress(work, progress, f"certifying {loaded.name}"):
         report.results.extend(run_check(check, ctx))
     report.duration_s = time.perf_counter() - t0
     return report
+
+
+def new_report(loaded: Any, levels: list[str], dtypes: list[str], devices: list[str],
+               profile: str, seed: int, *, complete: bool) -> Report:
+    """An empty report of a run, with what reproduces it (the CLI and the pytest plugin)."""
+    from dla.conformance.loader import origin_of
+
+    origin, search_path = origin_of(loaded)
+    args = ["--impl", loaded.name, "--levels", *levels, "--dtype", *dtypes,
+            "--device", *devices, "--profile", profile, "--seed", str(seed)]
+    return Report(implementation=loaded.name, claims=loaded.claims, levels=levels,
+                  dtypes=dtypes, devices=devices, profile=profile, seed=seed, complete=complete,
+                  origin=origin, search_path=search_path, reproduce_args=args)

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from dla.arrays import is_torch
 from dla.cache import Cache
+from dla.claims import Claims
 from dla.config import Config
 from dla.conformance.loader import LoadedImpl, load
 from dla.plan import Plan
@@ -52,8 +54,8 @@ class Adapter:
         self.loaded: LoadedImpl = load(impl)
         self.impl = self.loaded.obj
         self.name = self.loaded.name
-        self.claims: dict[str, Any] = self.loaded.claims
-        self.array: str = self.claims["array"]
+        self.claims: Claims = self.loaded.claims
+        self.array: str = self.claims.array
         self.dtype = dtype
         self.device = device
         if self.array == "numpy" and dtype not in _NUMPY_DTYPES:
@@ -99,6 +101,7 @@ class Adapter:
             raise TypeError(f"make_plan of {self.name!r} returned {type(plan).__name__}, "
                             "not dla.Plan (DLA-11.1)")
         for f in fields(Plan):
+            self.require_own_kind(f"plan.{f.name}", getattr(plan, f.name))
             _require_dtype(f"plan.{f.name}", getattr(plan, f.name),
                            _BOOL if f.name in _PLAN_BOOL else _INTS, "DLA-6.1")
         return Plan(**{f.name: self.to_numpy(getattr(plan, f.name),
@@ -121,6 +124,7 @@ class Adapter:
             raise TypeError(f"forward of {self.name!r} returned {type(cache).__name__} "
                             "as cache, not dla.Cache (DLA-7.1)")
         for f in fields(Cache):
+            self.require_own_kind(f"cache.{f.name}", getattr(cache, f.name))
             _require_dtype(f"cache.{f.name}", getattr(cache, f.name),
                            _FLOATS if f.name in _CACHE_FLOAT else _INTS, "DLA-7.1")
         return Cache(**{f.name: self.to_numpy(getattr(cache, f.name),
@@ -130,7 +134,22 @@ class Adapter:
     def cu_to_impl(self, cu: Any) -> Any:
         if cu is None:
             return None
-        return self.to_impl(np.asarray(cu), self.claims.get("cu_seqlens_dtype", "int64"))
+        return self.to_impl(np.asarray(cu), self.claims.cu_seqlens_dtype)
+
+    # ------------------------------------------------------------ what comes back
+    def require_own_kind(self, name: str, x: Any) -> None:
+        """DLA-11.1: a returned array is of the implementation's kind and on its device."""
+        if self.array == "numpy":
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"{name}: {self.name} claims array 'numpy' but returned "
+                                f"{type(x).__module__}.{type(x).__name__} (DLA-11.1)")
+            return
+        if not is_torch(x):
+            raise TypeError(f"{name}: {self.name} claims array 'torch' but returned "
+                            f"{type(x).__module__}.{type(x).__name__} (DLA-11.1)")
+        if x.device.type != self.device.split(":")[0]:
+            raise TypeError(f"{name}: returned on device {x.device.type!r}, the inputs were on "
+                            f"{self.device!r} (DLA-11.1)")
 
     # ------------------------------------------------------------ calls
     def convert_forward_args(self, q: Any, k: Any, v: Any, g: Any, lam: Any,
@@ -158,6 +177,14 @@ class Adapter:
             raise TypeError(
                 f"forward of {self.name!r} must return (o, final_cache_or_None) (DLA-11.1)")
         o, cache = result
+        self.require_own_kind("o", o)
+        _require_dtype("o", o, _FLOATS, "DLA-11.1")
+        if kwargs.get("output_final_cache") and cache is None:
+            raise TypeError(f"forward of {self.name!r} returned no final cache although "
+                            "output_final_cache=True (DLA-7.1, DLA-11.1)")
+        if not kwargs.get("output_final_cache") and cache is not None:
+            raise TypeError(f"forward of {self.name!r} returned a cache although "
+                            "output_final_cache=False (DLA-11.1)")
         return self.to_numpy(o), self.cache_to_numpy(cache)
 
     def make_plan(self, config: Config, **kw: Any) -> Plan:

@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     gen = fx.add_parser("generate", help="regenerate the golden fixtures from the reference")
-    gen.add_argument("--out", type=Path, help="output directory (default: the packaged fixtures)")
+    where = gen.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="output directory")
+    where.add_argument("--in-place", action="store_true",
+                       help="rewrite the fixtures this package reads (a development checkout)")
     ver = fx.add_parser(
         "verify", help="check the fixtures' checksums and that the reference reproduces them"
     )
@@ -101,6 +104,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         print(report.table(only_failures=args.only_failures))
         print()
+        failures = report.failures()
+        if failures:
+            print(failures)
+            print()
         print(report.summary())
         if args.report is not None:
             print(f"report written to {args.report}")
@@ -132,8 +139,9 @@ def _golden() -> Any:
 def _fixtures(args: argparse.Namespace) -> int:
     golden = _golden()
     if args.action == "generate":
-        paths = golden.generate(args.out)
-        print(f"wrote {len(paths)} files" + (f" under {args.out}" if args.out else ""))
+        target = args.out if args.out is not None else golden.default_dir()
+        paths = golden.generate(target)
+        print(f"wrote {len(paths)} files under {target}")
         return EXIT_PASS
     result = golden.verify(args.dir)
     print(result)
@@ -151,8 +159,13 @@ def _list() -> int:
             print(f"{name} ({module}): unavailable: {exc}")
             continue
         print(f"{name} ({module})")
-        for key, value in claims.items():
-            shown = ", ".join(value) if isinstance(value, tuple) else value
+        for key, value in claims.to_json().items():
+            if isinstance(value, list):
+                shown = ", ".join(map(str, value))
+            elif isinstance(value, dict):
+                shown = "; ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            else:
+                shown = str(value)
             print(f"    {key}: {shown}")
     return EXIT_PASS
 

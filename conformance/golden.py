@@ -44,7 +44,8 @@ FORMAT_VERSION = 1
 SCHEMA_NAME = "manifest.schema.json"
 INDEX_NAME = "index.json"
 CASES_DIR = "cases"
-REGENERATE = "dla-conformance fixtures generate  (or: python -m dla.conformance.golden generate)"
+REGENERATE = ("dla-conformance fixtures generate --in-place  "
+              "(or: python -m dla.conformance.golden generate --in-place)")
 FORWARD_ARRAYS = ("q", "k", "v", "g", "lam", "beta", "scores", "cu_seqlens")
 
 
@@ -257,6 +258,7 @@ def _manifest(
         "rng": "numpy.random.default_rng(seed).bit_generator (PCG64) raw outputs; "
         "uniform = (raw >> 11) * 2**-53, rounded to float32",
         "clauses": clauses,
+        "target": spec.target,
         "levels": levels,
         "min_margin": min_margin,
         "margin_floor": spec.margin_floor,
@@ -485,6 +487,7 @@ _EXACT_MANIFEST_KEYS = (
     "name",
     "kind",
     "description",
+    "target",
     "rng",
     "regenerate",
     "policy",
@@ -617,6 +620,7 @@ class GoldenCase:
     error_clause: str | None
     plan: Plan | None = None
     levels: tuple[str, ...] = ("golden",)
+    target: str = ""
     grad_output: np.ndarray | None = None
     expected_grads: dict[str, np.ndarray] | None = None
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -657,7 +661,57 @@ def _load_case(case_dir: Path) -> GoldenCase:
         grad_output=inputs.get("grad_output"),
         expected_grads={n[5:]: a for n, a in exp.items() if n.startswith("grad.")} or None,
         levels=tuple(manifest["levels"]),
+        target=manifest.get("target") or (err["clause"] if err else manifest["clauses"][0]),
         manifest=manifest,
+    )
+
+
+def retarget(name: str, claims: Any) -> GoldenCase | None:
+    """The invalid case ``name`` rebuilt under a configuration the claims cover (DLA-12.8).
+
+    The config fields the case's rule depends on (``CaseSpec.requires``) are
+    kept; the policy, base, score source and capacity otherwise move to what
+    the implementation claims, and the inputs are drawn again for that
+    configuration. ``None`` when the rule needs a configuration outside the
+    claims, or when the reference no longer raises the case's error.
+    """
+    from dataclasses import replace as dc_replace
+
+    from dla.reference.policies import fenwick_capacity
+
+    spec = next((c for c in gc.catalogue() if c.name == name), None)
+    if spec is None or spec.error is None or spec.error.stage != "forward":
+        return None
+    cfg = {**_config_defaults(), **spec.config}
+    for fld, claimed in (("policy", claims.policies), ("base", claims.bases),
+                         ("score", claims.scores)):
+        if cfg[fld] not in claimed:
+            if fld in spec.requires:
+                return None
+            cfg[fld] = claimed[0]
+    if "capacity" not in spec.requires:
+        if cfg["policy"] == "fenwick":
+            cfg["capacity"] = fenwick_capacity(spec.dims.T)
+        else:
+            cfg["capacity"] = claims.fit("C", cfg["capacity"]) or cfg["capacity"]
+    moved = dc_replace(spec, config=cfg)
+    built = moved.build(gc.Draws(moved.seed), moved)
+    try:
+        _check_error(moved, built)
+    except RuntimeError:
+        return None
+    err = moved.error
+    assert err is not None
+    return GoldenCase(
+        name=f"{name} (as {cfg['policy']} {cfg['base']} {cfg['score']} C={cfg['capacity']})",
+        kind="invalid", config=Config(**cfg), clauses=moved.clauses,
+        inputs={n: a for n, a in built.inputs.items() if n in FORWARD_ARRAYS},
+        initial_cache=built.initial_cache, output_final_cache=moved.output_final_cache,
+        expected_o=None, expected_plan=None, expected_cache=None, min_margin=math.inf,
+        error=err.type, error_clause=err.clause, plan=built.plan,
+        levels=tuple(_levels(built, moved)), target=err.clause,
+        manifest={"error": {"type": err.type, "clause": err.clause, "argument": err.argument,
+                            "stage": err.stage}, "name": name},
     )
 
 
@@ -706,8 +760,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{clause}: {', '.join(names)}")
         return 0
     if args[0] == "generate":
+        if target is None:  # never rewrite the fixtures this package reads unless told to
+            print("usage: python -m dla.conformance.golden generate DIR (or --in-place)",
+                  file=sys.stderr)
+            return 2
+        if str(target) == "--in-place":
+            target = default_dir()
         paths = generate(target)
-        print(f"wrote {len(paths)} files under {target or default_dir()}")
+        print(f"wrote {len(paths)} files under {target}")
         return 0
     report = verify(target)
     print(report)

@@ -140,6 +140,8 @@ class CaseSpec:
     margin_floor: float | None = None  # search seeds upward until min_margin >= this
     error: ErrorSpec | None = None
     gradients: bool = False  # store finite-difference gradients of sum(grad_output * o)
+    target: str = ""  # the clause the case is about: a failure is attributed to it
+    requires: tuple[str, ...] = ()  # config fields an invalid case's rule depends on
 
     @property
     def kind(self) -> str:
@@ -661,19 +663,43 @@ def clause_key(clause: str) -> tuple[int, ...]:
     return tuple(int(x) for x in clause.removeprefix("DLA-").split("."))
 
 
+#: The clause each valid case is about (a failure of the case is attributed to it).
+TARGETS = {
+    "gla_dla_basic": "DLA-5.1", "single_token": "DLA-2.3", "empty_sequence": "DLA-7.3",
+    "capacity_one": "DLA-3.7", "state_per_token": "DLA-3.7", "no_boundary": "DLA-3.1",
+    "boundary_every_token": "DLA-3.4", "dyadic_ties": "DLA-3.4", "zero_norm_keys": "DLA-2.2",
+    "strong_decay": "DLA-5.1", "delta_base": "DLA-5.2", "delta_equal_lam": "DLA-5.5",
+    "scale_configured": "DLA-5.3", "float32_inputs": "DLA-1.3", "plan_injected": "DLA-6.2",
+    "long_accumulation": "DLA-5.1", "fenwick_gla": "DLA-4.3", "fenwick_delta": "DLA-4.1",
+    "fenwick_continue": "DLA-7.2", "stream_prefix": "DLA-7.1", "stream_continue": "DLA-7.2",
+    "stream_decode": "DLA-7.2", "stream_empty_cache": "DLA-7.3", "varlen": "DLA-8.1",
+    "varlen_initial_cache": "DLA-8.1", "gradients_delta": "DLA-10.5",
+}
+
+
 def valid(name: str, description: str, config: dict[str, Any], dims: Dims, seed: int,
           clauses: tuple[str, ...], build: Callable[[Draws, CaseSpec], Built],
-          check: Callable[[Outcome], None] | None = None, **kw: Any) -> CaseSpec:
+          check: Callable[[Outcome], None] | None = None, target: str | None = None,
+          **kw: Any) -> CaseSpec:
+    """A valid case; its ``target`` is the clause it is about (:data:`TARGETS` by default)."""
     every = tuple(sorted(set(BASICS + clauses), key=clause_key))
-    return CaseSpec(name, description, config, dims, seed, every, build, check=check, **kw)
+    return CaseSpec(name, description, config, dims, seed, every, build, check=check,
+                    target=target or TARGETS.get(name) or clauses[-1], **kw)
 
 
 def invalid(name: str, description: str, error: ErrorSpec,
             build: Callable[[Draws, CaseSpec], Built], config: dict[str, Any] | None = None,
-            dims: Dims = SMALL, seed: int = 900, clauses: tuple[str, ...] = ()) -> CaseSpec:
+            dims: Dims = SMALL, seed: int = 900, clauses: tuple[str, ...] = (),
+            requires: tuple[str, ...] | None = None) -> CaseSpec:
+    """An invalid case. ``requires``: the config fields its rule depends on (default: the
+    fields ``config`` sets besides ``capacity`` and ``tau``); the others may be changed to
+    what an implementation claims, so the rule reaches every implementation (DLA-12.8)."""
     every = {"DLA-9.13", "DLA-11.1", "DLA-12.7", "DLA-12.8", error.clause, *clauses}
+    if requires is None:
+        requires = tuple(k for k in (config or {}) if k not in ("capacity", "tau"))
     return CaseSpec(name, description, config or dict(GLA), dims, seed,
-                    tuple(sorted(every, key=clause_key)), build, error=error)
+                    tuple(sorted(every, key=clause_key)), build, error=error,
+                    target=error.clause, requires=requires)
 
 
 def _core_cases() -> list[CaseSpec]:
@@ -840,7 +866,8 @@ def _invalid_cases() -> list[CaseSpec]:
                 clauses=("DLA-6.4",)),
         invalid("fenwick_capacity_too_small", "fenwick with C = 2 for T = 6 (needs 4)",
                 E("ValueError", "DLA-9.11", "capacity"), mutate(lambda x, s: Built(x)),
-                {"capacity": 2, "policy": "fenwick"}, clauses=("DLA-4.2",)),
+                {"capacity": 2, "policy": "fenwick"}, clauses=("DLA-4.2",),
+                requires=("policy", "capacity")),
         invalid("fenwick_without_scores", "fenwick with score = external but no scores",
                 E("ValueError", "DLA-9.12", "scores"), _drop("scores"),
                 {"capacity": 4, "policy": "fenwick", "score": "external"}, clauses=("DLA-2.5",)),

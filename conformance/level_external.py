@@ -15,6 +15,7 @@ import numpy as np
 
 from dla.cache import Cache
 from dla.conformance.checks import Check, Context
+from dla.conformance.diagnose import decision_context
 from dla.conformance.report import ClauseResult
 from dla.conformance.tolerance import (
     Comparison,
@@ -82,7 +83,8 @@ def _valid(ctx: Context, case: Any) -> list[Comparison]:
         if case.config.score == "key_cosine":
             pkw["k"] = inputs["k"]
         plan = ctx.adapter.make_plan(case.config, initial_cache=case.initial_cache, **pkw)
-        comps.append(compare_plan(plan, case.expected_plan))
+        why = decision_context(case.config, initial_cache=case.initial_cache, **pkw)
+        comps.append(compare_plan(plan, case.expected_plan, why, case.config.policy))
     if not comps:
         comps.append(Comparison(False, "golden", message="the case has nothing to compare"))
     return [c.noted(note) for c in comps]
@@ -131,14 +133,27 @@ def _invalid(ctx: Context, case: Any) -> Comparison:
     return compare_error(None, expected, argument)
 
 
-def _golden_check(ctx: Context, case: Any) -> Check:
+def _case_needs(case: Any) -> tuple[dict[str, int], tuple[str, ...]]:
+    """The sizes and features (streaming, varlen) a case requires of an implementation."""
+    shapes = case.manifest.get("shapes") or {}
+    sizes = {n: int(shapes[n]) for n in ("B", "T", "H", "K", "V") if n in shapes}
+    features = tuple(lv for lv in case.levels if lv in ("streaming", "varlen"))
+    return sizes, features
+
+
+def _golden_check(ctx: Context, case: Any, level: str = "golden") -> Check:
+    clause = ", ".join(case.clauses)
     if case.kind == "invalid":
-        clause = case.error_clause or ", ".join(case.clauses)
         run: Callable[[], Any] = lambda: _invalid(ctx, case)  # noqa: E731
     else:
-        clause = ", ".join(case.clauses)
         run = lambda: _valid(ctx, case)  # noqa: E731
-    return Check("golden", clause or "DLA-10.2", f"{case.kind} {case.name}", run)
+    target = (getattr(case, "target", "") or (case.error_clause if case.kind == "invalid" else "")
+              or clause.split(",")[0])
+    cited = ", ".join([target, *(c for c in (x.strip() for x in clause.split(",")) if c != target)])
+    sizes, features = _case_needs(case)
+    check = ctx.check(level, cited or "DLA-10.2", f"{case.kind} {case.name}", run,
+                      config=case.config, features=features)
+    return replace(check, needs=replace(check.needs, sizes=sizes))
 
 
 def _golden_cases(level: str) -> tuple[list[Any], list[Check]]:
@@ -153,35 +168,36 @@ def _golden_cases(level: str) -> tuple[list[Any], list[Check]]:
     return cases, []
 
 
+def _invalid_for(ctx: Context, case: Any, level: str) -> Check:
+    """DLA-12.8: an invalid case, moved to a claimed configuration when it lies outside."""
+    check = _golden_check(ctx, case, level)
+    if ctx.claims.unsupported(check.needs, dtype=ctx.dtype, device=ctx.device) is None:
+        return check
+    from dla.conformance.golden import retarget
+
+    moved = retarget(case.name, ctx.claims)
+    return check if moved is None else _golden_check(ctx, moved, level)
+
+
 def golden_checks(ctx: Context) -> list[Check]:
     cases, failed = _golden_cases("golden")
-    return failed + [_golden_check(ctx, c) for c in cases if applies(c, ctx.claims)]
+    return failed + [_invalid_for(ctx, c, "golden") if c.kind == "invalid"
+                     else _golden_check(ctx, c) for c in cases]
 
 
 def invalid_input_checks(ctx: Context) -> list[Check]:
     """DLA-9, DLA-12.8: the invalid golden cases, run for every implementation.
 
     An implementation that does not claim ``golden`` is still held to the error
-    rules; one that does meets these cases in its golden level instead.
+    rules; one that does meets these cases in its golden level instead. A case
+    whose configuration the implementation does not claim is moved to one it
+    does (:func:`dla.conformance.golden.retarget`), so a single-policy or
+    capacity-limited kernel faces every rule that applies to it.
     """
-    if "golden" in ctx.claims["levels"]:
+    if "golden" in ctx.claims.levels:
         return []
     cases, failed = _golden_cases("properties")
-    return failed + [
-        replace(_golden_check(ctx, c), level="properties")
-        for c in cases if c.kind == "invalid" and applies(c, ctx.claims)
-    ]
-
-
-def applies(case: Any, claims: dict[str, Any]) -> bool:
-    """A case runs when the implementation claims its base, its policy and its levels.
-
-    An implementation without the delta base (``CLAIMS["bases"]``) or without
-    streaming is not asked for cases that need them (DLA-11.2).
-    """
-    needs = set(getattr(case, "levels", ("golden",))) - {"golden"}
-    return (case.config.base in claims["bases"] and case.config.policy in claims["policies"]
-            and needs <= set(claims["levels"]))
+    return failed + [_invalid_for(ctx, c, "properties") for c in cases if c.kind == "invalid"]
 
 
 # ------------------------------------------------------------------ properties

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 import dla.reference as ref
-from dla.config import Config
+from dla.config import BASES, POLICIES, SCORES, Config
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
+    Shape,
     dyadic_scores,
-    fenwick_config,
     margin_inputs,
     near_tie_keys,
     random_inputs,
@@ -36,10 +37,12 @@ def split(inputs: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np
     return args, kw
 
 
-def _config(C: int, tau: float, policy: str, base: str, T: int, **kw) -> Config:
+def _config(ctx: Context, C: int, tau: float, policy: str, base: str,
+            **kw: Any) -> tuple[Config, int]:
+    """A config of ``policy`` and the length to use with it (fenwick's capacity fixes it)."""
     if policy == "fenwick":
-        return fenwick_config(T, base=base, **kw)
-    return Config(capacity=C, tau=tau, policy=policy, base=base, **kw)
+        return ctx.fenwick(ctx.shape.T, base=base, **kw)
+    return Config(capacity=ctx.capacity(C), tau=tau, policy=policy, base=base, **kw), ctx.shape.T
 
 
 # ------------------------------------------------------------------ execute
@@ -47,14 +50,13 @@ def _execute(
     ctx: Context,
     config: Config,
     key: tuple,
+    s: Shape,
     *,
     foreign_plan: bool = False,
     near_ties: bool = False,
-    T: int | None = None,
 ) -> Callable[[], Comparison]:
     def run() -> Comparison:
         rng = ctx.rng("execute", *key)
-        s = ctx.profile.shape if T is None else dataclasses.replace(ctx.profile.shape, T=T)
         keys = near_tie_keys(rng, s, config.tau) if near_ties else None
         inputs = random_inputs(rng, s, config, ctx.dtype, keys=keys)
         args, kw = split(inputs)
@@ -72,61 +74,55 @@ def _execute(
 
 def execute_checks(ctx: Context) -> list[Check]:
     out: list[Check] = []
-    T = ctx.profile.shape.T
+    s = ctx.shape
     for rep in range(ctx.profile.repeats):
-        for base in ctx.claims["bases"]:
-            for policy in ctx.claims["policies"]:
-                for C, tau, scale in ((1, 0.5, None), (3, 0.5, None), (4, 1.0, 0.7)):
+        for base in BASES:
+            for policy in POLICIES:
+                for C, tau in ((1, 0.5), (3, 0.5)):
                     if policy == "fenwick" and C != 3:
                         continue
-                    cfg = _config(C, tau, policy, base, T, scale=scale)
-                    name = (
-                        f"{policy} {base} C={cfg.capacity} tau={tau}"
-                        f"{'' if scale is None else f' scale={scale}'} plan injected #{rep}"
-                    )
-                    clause = BASE_CLAUSE[base] + (", DLA-5.3" if scale is not None else "")
+                    cfg, T = _config(ctx, C, tau, policy, base)
+                    shape = dataclasses.replace(s, T=T)
+                    name = f"{policy} {base} C={cfg.capacity} tau={tau} plan injected #{rep}"
+                    clause = BASE_CLAUSE[base]
                     clause += ", DLA-4.3" if policy == "fenwick" and base == "gla" else ""
-                    out.append(
-                        Check(
-                            "execute", clause, name, _execute(ctx, cfg, (policy, base, C, tau, rep))
-                        )
-                    )
-        if "dla" in ctx.claims["policies"]:
-            base = ctx.claims["bases"][0]
-            cfg = Config(capacity=3, tau=0.5, base=base)
-            out.append(
-                Check(
-                    "execute",
-                    "DLA-6.2",
-                    f"injected plan is used, not the own #{rep}",
-                    _execute(ctx, cfg, ("foreign", rep), foreign_plan=True),
-                )
-            )
-            out.append(
-                Check(
-                    "execute",
-                    "DLA-6.2, DLA-10.3",
-                    f"near-tie key_cosine scores, reference plan injected #{rep}",
-                    _execute(ctx, cfg, ("near", rep), near_ties=True),
-                )
-            )
-    base = ctx.claims["bases"][0]
-    out.append(
-        Check(
-            "execute",
-            "DLA-1.1",
-            "T = 0 gives an empty output",
-            _execute(ctx, Config(capacity=2, base=base), ("empty",), T=0),
-        )
-    )
+                    out.append(ctx.check("execute", clause, name,
+                                         _execute(ctx, cfg, (policy, base, C, tau, rep), shape),
+                                         config=cfg, shape=shape))
+            for policy in POLICIES:
+                cfg, T = _config(ctx, 3, 0.5, policy, base)
+                shape = dataclasses.replace(s, T=T)
+                out.append(ctx.check(
+                    "execute", "DLA-6.2", f"{policy} {base} injected plan is used, not the own "
+                    f"#{rep}", _execute(ctx, cfg, ("foreign", policy, base, rep), shape,
+                                        foreign_plan=True),
+                    config=cfg, shape=shape, features=("foreign_plan",)))
+                cfg, T = _config(ctx, 4, 1.0, policy, base, scale=0.7)
+                shape = dataclasses.replace(s, T=T)
+                out.append(ctx.check(
+                    "execute", "DLA-5.3, DLA-1.2", f"{policy} {base} config.scale = 0.7 is used "
+                    f"#{rep}", _execute(ctx, cfg, ("scale", policy, base, rep), shape),
+                    config=cfg, shape=shape))
+            cfg = Config(capacity=ctx.capacity(3), tau=0.5, base=base)
+            out.append(ctx.check(
+                "execute", "DLA-10.3, DLA-6.2",
+                f"near-tie key_cosine scores {base}, reference plan injected #{rep}",
+                _execute(ctx, cfg, ("near", base, rep), s, near_ties=True),
+                config=cfg, shape=s, features=("foreign_plan",)))
+    for policy in POLICIES:
+        cfg, _ = _config(ctx, 2, 0.5, policy, ctx.claims.bases[0])
+        empty = dataclasses.replace(s, T=0)
+        out.append(ctx.check("execute", "DLA-1.1", f"{policy} T = 0 gives an empty output",
+                             _execute(ctx, cfg, ("empty", policy), empty),
+                             config=cfg, shape=empty))
     return out
 
 
 # ------------------------------------------------------------------ end to end
-def _e2e_margin(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
+def _e2e_margin(ctx: Context, config: Config, key: tuple, s: Shape) -> Callable[[], Comparison]:
     def run() -> Comparison:
         rng = ctx.rng("end_to_end", *key)
-        inputs, margin = margin_inputs(rng, ctx.profile.shape, config, ctx.dtype, ctx.margin_bound)
+        inputs, margin = margin_inputs(rng, s, config, ctx.dtype, ctx.margin_bound)
         args, kw = split(inputs)
         expected, _ = ref.forward(*args, config, **kw)
         actual, _ = ctx.adapter.forward(*args, config, **kw)
@@ -135,10 +131,10 @@ def _e2e_margin(ctx: Context, config: Config, key: tuple) -> Callable[[], Compar
     return run
 
 
-def _e2e_dyadic(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
+def _e2e_dyadic(ctx: Context, config: Config, key: tuple, s: Shape) -> Callable[[], Comparison]:
     def run() -> Comparison:
         rng = ctx.rng("end_to_end", *key)
-        inputs = random_inputs(rng, ctx.profile.shape, config, ctx.dtype)
+        inputs = random_inputs(rng, s, config, ctx.dtype)
         args, kw = split(inputs)
         expected, _ = ref.forward(*args, config, **kw)
         actual, _ = ctx.adapter.forward(*args, config, **kw)
@@ -149,39 +145,26 @@ def _e2e_dyadic(ctx: Context, config: Config, key: tuple) -> Callable[[], Compar
 
 def end_to_end_checks(ctx: Context) -> list[Check]:
     out: list[Check] = []
-    T = ctx.profile.shape.T
+    s = ctx.shape
     bound = ctx.margin_bound
     for rep in range(ctx.profile.repeats):
-        for base in ctx.claims["bases"]:
-            if "dla" in ctx.claims["policies"]:
-                for C, tau in ((2, 0.5), (4, 1.0)):
-                    cfg = Config(capacity=C, tau=tau, base=base)
-                    out.append(
-                        Check(
-                            "end_to_end",
-                            f"DLA-3.3, {BASE_CLAUSE[base]}",
-                            f"dla key_cosine {base} C={C} tau={tau} margin>{bound:g} #{rep}",
-                            _e2e_margin(ctx, cfg, ("kc", base, C, tau, rep)),
-                        )
-                    )
-                cfg = Config(capacity=3, tau=0.5, score="external", base=base)
-                out.append(
-                    Check(
-                        "end_to_end",
-                        "DLA-3.4",
-                        f"dla external dyadic {base} C=3 #{rep}",
-                        _e2e_dyadic(ctx, cfg, ("dy", base, rep)),
-                    )
-                )
-            if "fenwick" in ctx.claims["policies"]:
-                cfg = fenwick_config(T, base=base)
+        for base in BASES:
+            for C, tau in ((2, 0.5), (4, 1.0)):
+                cfg = Config(capacity=ctx.capacity(C), tau=tau, base=base)
+                out.append(ctx.check(
+                    "end_to_end", f"DLA-3.3, {BASE_CLAUSE[base]}",
+                    f"dla key_cosine {base} C={cfg.capacity} tau={tau} margin>{bound:g} #{rep}",
+                    _e2e_margin(ctx, cfg, ("kc", base, C, tau, rep), s), config=cfg, shape=s))
+            cfg = Config(capacity=ctx.capacity(3), tau=0.5, score="external", base=base)
+            out.append(ctx.check(
+                "end_to_end", "DLA-3.4", f"dla external dyadic {base} C={cfg.capacity} #{rep}",
+                _e2e_dyadic(ctx, cfg, ("dy", base, rep), s), config=cfg, shape=s))
+            for score in SCORES:
+                cfg, T = ctx.fenwick(s.T, base=base, score=score)
+                shape = dataclasses.replace(s, T=T)
                 clause = "DLA-4.3" if base == "gla" else "DLA-4.1, DLA-5.2"
-                out.append(
-                    Check(
-                        "end_to_end",
-                        clause,
-                        f"fenwick {base} C={cfg.capacity} #{rep}",
-                        _e2e_dyadic(ctx, cfg, ("fw", base, rep)),
-                    )
-                )
+                out.append(ctx.check(
+                    "end_to_end", clause, f"fenwick {base} {score} C={cfg.capacity} #{rep}",
+                    _e2e_dyadic(ctx, cfg, ("fw", base, score, rep), shape),
+                    config=cfg, shape=shape))
     return out

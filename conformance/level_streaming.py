@@ -9,17 +9,18 @@ implementation and the other way round; an empty cache is a fresh start.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 
 import dla.reference as ref
 from dla.cache import Cache
-from dla.config import Config
+from dla.claims import Needs
+from dla.config import BASES, Config
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     Shape,
-    fenwick_config,
     margin_inputs,
     piece_lengths,
     random_inputs,
@@ -57,10 +58,9 @@ def impl_pass(ctx: Context, inputs: Inputs, config: Config, **kw) -> tuple[np.nd
 
 
 # ------------------------------------------------------------------ streaming
-def _pieces(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Comparison]]:
+def _pieces(ctx: Context, config: Config, key: tuple, s: Shape) -> Callable[[], list[Comparison]]:
     def run() -> list[Comparison]:
         rng = ctx.rng("streaming", *key)
-        s = ctx.profile.shape
         inputs = draw(ctx, rng, s, config)
         lengths = piece_lengths(rng, s.T, ctx.profile.pieces)
         o_exp, c_exp = ref_pass(inputs, config)
@@ -77,10 +77,11 @@ def _pieces(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Compa
 
 
 
-def _one_pass_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Comparison]]:
+def _one_pass_cache(ctx: Context, config: Config, key: tuple,
+                    s: Shape) -> Callable[[], list[Comparison]]:
     def run() -> list[Comparison]:
         rng = ctx.rng("streaming", *key)
-        inputs = draw(ctx, rng, ctx.profile.shape, config)
+        inputs = draw(ctx, rng, s, config)
         o_exp, c_exp = ref_pass(inputs, config)
         o, cache = impl_pass(ctx, inputs, config)
         return [compare(o, o_exp, ctx.dtype), compare_cache(cache, c_exp, ctx.dtype)]
@@ -89,13 +90,12 @@ def _one_pass_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], li
 
 
 def _cross(
-    ctx: Context, config: Config, key: tuple, ref_first: bool
+    ctx: Context, config: Config, key: tuple, ref_first: bool, s: Shape
 ) -> Callable[[], list[Comparison]]:
     """DLA-7.2: a cache of one implementation continued by the other."""
 
     def run() -> list[Comparison]:
         rng = ctx.rng("streaming", *key)
-        s = ctx.profile.shape
         inputs = draw(ctx, rng, s, config)
         P = int(rng.integers(1, s.T))
         pre, post = slice_t(inputs, 0, P), slice_t(inputs, P, s.T)
@@ -118,12 +118,12 @@ def _cross(
     return run
 
 
-def _empty_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Comparison]]:
+def _empty_cache(ctx: Context, config: Config, key: tuple,
+                 s: Shape) -> Callable[[], list[Comparison]]:
     """DLA-7.3: ``empty_cache`` (position 0) behaves exactly as no cache."""
 
     def run() -> list[Comparison]:
         rng = ctx.rng("streaming", *key)
-        s = ctx.profile.shape
         inputs = draw(ctx, rng, s, config)
         empty = ref.empty_cache(s.B, s.H, config.capacity, s.K, s.V)
         o_exp, c_exp = ref_pass(inputs, config)
@@ -133,63 +133,50 @@ def _empty_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], list[
     return run
 
 
-def stream_configs(ctx: Context) -> list[tuple[str, Config]]:
-    T = ctx.profile.shape.T
+def stream_configs(ctx: Context) -> list[tuple[str, Config, int]]:
+    """``(label, config, T)`` of each streamed configuration: both bases and score sources
+    under ``dla``, and ``fenwick`` (whose capacity may shorten ``T``)."""
+    T = ctx.shape.T
     out = []
-    for base in ctx.claims["bases"]:
-        if "dla" in ctx.claims["policies"]:
-            out.append((f"dla key_cosine {base}", Config(capacity=3, tau=0.5, base=base)))
-            out.append(
-                (f"dla external {base}", Config(capacity=2, tau=0.5, score="external", base=base))
-            )
-        if "fenwick" in ctx.claims["policies"] and base == "gla":
-            out.append((f"fenwick {base}", fenwick_config(T, base=base)))
+    for base in BASES:
+        out.append((f"dla key_cosine {base}", Config(capacity=ctx.capacity(3), tau=0.5,
+                                                     base=base), T))
+        out.append((f"dla external {base}", Config(capacity=ctx.capacity(2), tau=0.5,
+                                                   score="external", base=base), T))
+        cfg, Tf = ctx.fenwick(T, base=base)
+        out.append((f"fenwick {base}", cfg, Tf))
     return out
+
+
+def first_claimed(ctx: Context, configs: list[tuple[str, Config, int]]) -> tuple[str, Config, int]:
+    """The first configuration inside the claims (else the first: it is reported not supported)."""
+    for item in configs:
+        if ctx.claims.unsupported(Needs(config=item[1])) is None:
+            return item
+    return configs[0]
 
 
 def streaming_checks(ctx: Context) -> list[Check]:
     out: list[Check] = []
     for rep in range(ctx.profile.repeats):
-        for label, cfg in stream_configs(ctx):
-            out.append(
-                Check(
-                    "streaming",
-                    "DLA-7.2, DLA-2.3",
-                    f"{label} in pieces == one pass #{rep}",
-                    _pieces(ctx, cfg, ("pieces", label, rep)),
-                )
-            )
-        label, cfg = stream_configs(ctx)[0]
-        out.append(
-            Check(
-                "streaming",
-                "DLA-7.3",
-                f"{label} an empty cache is a fresh start #{rep}",
-                _empty_cache(ctx, cfg, ("empty", rep)),
-            )
-        )
-        out.append(
-            Check(
-                "streaming",
-                "DLA-7.1",
-                f"{label} final cache layout #{rep}",
-                _one_pass_cache(ctx, cfg, ("layout", rep)),
-            )
-        )
-        out.append(
-            Check(
-                "streaming",
-                "DLA-7.2",
-                f"{label} reference cache -> implementation #{rep}",
-                _cross(ctx, cfg, ("r2i", rep), ref_first=True),
-            )
-        )
-        out.append(
-            Check(
-                "streaming",
-                "DLA-7.2",
-                f"{label} implementation cache -> reference #{rep}",
-                _cross(ctx, cfg, ("i2r", rep), ref_first=False),
-            )
-        )
+        for label, cfg, T in stream_configs(ctx):
+            s = dataclasses.replace(ctx.shape, T=T)
+            out.append(ctx.check("streaming", "DLA-7.2, DLA-2.3",
+                                 f"{label} in pieces == one pass #{rep}",
+                                 _pieces(ctx, cfg, ("pieces", label, rep), s), config=cfg,
+                                 shape=s, features=("streaming",)))
+        label, cfg, T = first_claimed(ctx, stream_configs(ctx))
+        s = dataclasses.replace(ctx.shape, T=T)
+        for clause, name, fn in (
+            ("DLA-7.3", "an empty cache is a fresh start", _empty_cache),
+            ("DLA-7.1", "final cache layout", _one_pass_cache),
+        ):
+            out.append(ctx.check("streaming", clause, f"{label} {name} #{rep}",
+                                 fn(ctx, cfg, (name, rep), s), config=cfg, shape=s,
+                                 features=("streaming",)))
+        for ref_first, name in ((True, "reference cache -> implementation"),
+                                (False, "implementation cache -> reference")):
+            out.append(ctx.check("streaming", "DLA-7.2", f"{label} {name} #{rep}",
+                                 _cross(ctx, cfg, (name, rep), ref_first, s), config=cfg,
+                                 shape=s, features=("streaming",)))
     return out

@@ -8,6 +8,7 @@ claimed, sequence ``n`` continues row ``n`` of a carried cache; malformed
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from itertools import pairwise
 
@@ -22,6 +23,7 @@ from dla.conformance.level_plan import expect_error
 from dla.conformance.level_streaming import (
     Inputs,
     draw,
+    first_claimed,
     impl_pass,
     ref_pass,
     slice_t,
@@ -31,9 +33,8 @@ from dla.conformance.tolerance import Comparison, compare, compare_cache
 
 
 def _packed(
-    ctx: Context, rng: np.random.Generator, config: Config
+    ctx: Context, rng: np.random.Generator, config: Config, s: Shape
 ) -> tuple[Inputs, np.ndarray, list[int]]:
-    s = ctx.profile.shape
     lengths = piece_lengths(rng, s.T, ctx.profile.seq_lengths)
     cu = cu_seqlens_for(lengths)
     inputs = draw(ctx, rng, Shape(1, s.T, s.H, s.K, s.V), config, cu_seqlens=cu)
@@ -41,11 +42,11 @@ def _packed(
 
 
 def _varlen_vs_packed_ref(
-    ctx: Context, config: Config, key: tuple
+    ctx: Context, config: Config, key: tuple, s: Shape
 ) -> Callable[[], list[Comparison]]:
     def run() -> list[Comparison]:
-        inputs, cu, lengths = _packed(ctx, ctx.rng("varlen", *key), config)
-        with_cache = "streaming" in ctx.claims["levels"]
+        inputs, cu, lengths = _packed(ctx, ctx.rng("varlen", *key), config, s)
+        with_cache = "streaming" in ctx.claims.levels
         args, kw = split(inputs)
         o_exp, c_exp = ref.forward(
             *args, config, cu_seqlens=cu, output_final_cache=with_cache, **kw
@@ -65,11 +66,11 @@ def _varlen_vs_packed_ref(
     return run
 
 
-def _no_leak(ctx: Context, config: Config, key: tuple) -> Callable[[], Comparison]:
+def _no_leak(ctx: Context, config: Config, key: tuple, s: Shape) -> Callable[[], Comparison]:
     """DLA-8.1: the packed output equals separate calls, one per sequence."""
 
     def run() -> Comparison:
-        inputs, cu, lengths = _packed(ctx, ctx.rng("varlen", *key), config)
+        inputs, cu, lengths = _packed(ctx, ctx.rng("varlen", *key), config, s)
         args, kw = split(inputs)
         o, _ = ctx.adapter.forward(*args, config, cu_seqlens=cu, **kw)
         parts = []
@@ -83,14 +84,14 @@ def _no_leak(ctx: Context, config: Config, key: tuple) -> Callable[[], Compariso
     return run
 
 
-def _varlen_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], list[Comparison]]:
+def _varlen_cache(ctx: Context, config: Config, key: tuple,
+                  s: Shape) -> Callable[[], list[Comparison]]:
     """DLA-8.1 with DLA-7.2: sequence ``n`` starts from row ``n`` of ``initial_cache``."""
 
     def run() -> list[Comparison]:
         rng = ctx.rng("varlen", *key)
-        pre, cu_pre, _ = _packed(ctx, rng, config)
+        pre, cu_pre, _ = _packed(ctx, rng, config, s)
         N = len(cu_pre) - 1
-        s = ctx.profile.shape
         lengths = piece_lengths(rng, s.T, N)
         cu = cu_seqlens_for(lengths)
         post = random_inputs(rng, Shape(1, s.T, s.H, s.K, s.V), config, ctx.dtype)
@@ -106,36 +107,25 @@ def _varlen_cache(ctx: Context, config: Config, key: tuple) -> Callable[[], list
 
 def varlen_checks(ctx: Context) -> list[Check]:
     out: list[Check] = []
+    packed = dataclasses.replace(ctx.shape, B=1)
     for rep in range(ctx.profile.repeats):
-        for label, cfg in stream_configs(ctx):
-            out.append(
-                Check(
-                    "varlen",
-                    "DLA-8.1",
-                    f"{label} packed == reference #{rep}",
-                    _varlen_vs_packed_ref(ctx, cfg, ("packed", label, rep)),
-                )
-            )
-            out.append(
-                Check(
-                    "varlen",
-                    "DLA-8.1",
-                    f"{label} packed == separate calls (no leak) #{rep}",
-                    _no_leak(ctx, cfg, ("leak", label, rep)),
-                )
-            )
-        if "streaming" in ctx.claims["levels"] and "dla" in ctx.claims["policies"]:
-            cfg = Config(capacity=2, tau=0.5, score="external", base=ctx.claims["bases"][0])
-            out.append(
-                Check(
-                    "varlen",
-                    "DLA-8.1, DLA-7.2",
-                    f"packed from a carried cache #{rep}",
-                    _varlen_cache(ctx, cfg, ("cache", rep)),
-                )
-            )
-    label, cfg = stream_configs(ctx)[0]
-    out.append(Check("varlen", "DLA-9.8", "malformed cu_seqlens raise", _bad_cu(ctx, cfg)))
+        for label, cfg, T in stream_configs(ctx):
+            s = dataclasses.replace(packed, T=T)
+            out.append(ctx.check("varlen", "DLA-8.1", f"{label} packed == reference #{rep}",
+                                 _varlen_vs_packed_ref(ctx, cfg, ("packed", label, rep), s),
+                                 config=cfg, shape=s, features=("varlen",)))
+            out.append(ctx.check("varlen", "DLA-8.1",
+                                 f"{label} packed == separate calls (no leak) #{rep}",
+                                 _no_leak(ctx, cfg, ("leak", label, rep), s), config=cfg,
+                                 shape=s, features=("varlen",)))
+        cfg = Config(capacity=ctx.capacity(2), tau=0.5, score="external",
+                     base=ctx.claims.bases[0])
+        out.append(ctx.check("varlen", "DLA-8.1, DLA-7.2", f"packed from a carried cache #{rep}",
+                             _varlen_cache(ctx, cfg, ("cache", rep), packed), config=cfg,
+                             shape=packed, features=("varlen", "streaming")))
+    label, cfg, T = first_claimed(ctx, stream_configs(ctx))
+    out.append(ctx.check("varlen", "DLA-9.8", "malformed cu_seqlens raise", _bad_cu(ctx, cfg),
+                         config=cfg, features=("varlen",)))
     return out
 
 
@@ -143,7 +133,7 @@ def _bad_cu(ctx: Context, config: Config) -> Callable[[], list[Comparison]]:
     """DLA-9.8: decreasing or non-integer ``cu_seqlens`` get ValueError / TypeError."""
 
     def run() -> list[Comparison]:
-        s = ctx.profile.shape
+        s = ctx.shape
         inputs = random_inputs(
             ctx.rng("varlen", "bad-cu"), Shape(1, 6, s.H, s.K, s.V), config, ctx.dtype
         )

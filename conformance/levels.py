@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
+from dla.claims import Claims
 from dla.conformance import (
+    level_claims,
     level_external,
     level_gradients,
     level_numeric,
@@ -31,6 +32,7 @@ LEVEL_CHECKS: dict[str, Callable[[Context], list[Check]]] = {
     "gradients": level_gradients.checks,
     "golden": level_external.golden_checks,
     "properties": level_external.property_checks,
+    "claims": level_claims.claims_checks,
 }
 assert tuple(LEVEL_CHECKS) == ALL_LEVELS
 
@@ -45,6 +47,7 @@ LEVEL_CLAUSE = {
     "gradients": "DLA-12.6",
     "golden": "DLA-12.7",
     "properties": "DLA-12.8",
+    "claims": "DLA-12.9",
 }
 
 
@@ -55,10 +58,10 @@ def _cite_level(check: Check) -> Check:
     return replace(check, clause=f"{check.clause}, {clause}" if check.clause else clause)
 
 
-def resolve_levels(levels: Sequence[str] | str | None, claims: dict[str, Any]) -> list[str]:
-    """The levels to run: the claimed ones plus ``properties``, or the ones asked for."""
+def resolve_levels(levels: Sequence[str] | str | None, claims: Claims) -> list[str]:
+    """The levels to run: the claimed ones plus the always-run ones, or exactly those asked for."""
     if levels is None:
-        wanted = [lv for lv in LEVELS if lv in claims["levels"]] + list(ALWAYS_LEVELS)
+        wanted = [lv for lv in LEVELS if lv in claims.levels] + list(ALWAYS_LEVELS)
     else:
         wanted = [levels] if isinstance(levels, str) else list(levels)
     unknown = [lv for lv in wanted if lv not in ALL_LEVELS]
@@ -67,10 +70,70 @@ def resolve_levels(levels: Sequence[str] | str | None, claims: dict[str, Any]) -
     return [lv for lv in ALL_LEVELS if lv in wanted]
 
 
-def _as_list(value: Sequence[str] | str | None, claimed: Sequence[str]) -> list[str]:
+def _as_list(value: Sequence[str] | str | None) -> list[str] | None:
     if value is None:
-        return list(claimed)
-    return [value] if isinstance(value, str) else list(value)
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    return list(dict.fromkeys(items))  # `--dtype float32 float32` runs once
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def check_environment(name: str, claims: Claims, devices: Sequence[str]) -> None:
+    """Before any case runs: every device asked for exists here (one clear error otherwise)."""
+    for device in devices:
+        kind = device.split(":")[0]
+        if kind == "cpu":
+            continue
+        if kind == "cuda" and claims.array == "torch" and not _cuda_available():
+            hint = ""
+            if "triton" in name:
+                hint = ("; Triton kernels run on the CPU under the interpreter: "
+                        f"TRITON_INTERPRET=1 dla-conformance run --impl {name} --device cpu")
+            raise MachineError(f"device: 'cuda' was asked for but torch finds no CUDA device "
+                                    f"on this machine{hint}")
+
+
+class MachineError(ValueError):
+    """The machine cannot run what was asked for (a missing device); a usage error."""
+
+
+def select(loaded: LoadedImpl, dtypes: Sequence[str] | str | None,
+           devices: Sequence[str] | str | None) -> tuple[list[str], list[tuple[str, str]]]:
+    """The devices and the (device, dtype) pairs of a run, inside the claims (DLA-11.2).
+
+    A dtype or device asked for that the implementation does not claim is a
+    usage error: what lies outside the claims is probed by the ``claims``
+    level, never certified.
+    """
+    claims = loaded.claims
+    dvs = _as_list(devices) or list(claims.devices)
+    bad = [d for d in dvs if d not in claims.devices]
+    if bad:
+        raise ValueError(f"device: {loaded.name} does not claim {bad} (CLAIMS['devices'] is "
+                         f"{list(claims.devices)}); unclaimed devices are not certified")
+    asked = _as_list(dtypes)
+    unknown = [d for d in asked or () if d not in DTYPES]
+    if unknown:
+        raise ValueError(f"dtype: unknown {unknown}; the tolerance model covers {list(DTYPES)}")
+    pairs: list[tuple[str, str]] = []
+    for device in dvs:
+        claimed = claims.dtypes_on(device)
+        wanted = asked if asked is not None else list(claimed)
+        bad = [d for d in wanted if d not in claimed]
+        if bad:
+            raise ValueError(f"dtype: {loaded.name} does not claim {bad} on {device!r} "
+                             f"(CLAIMS['dtypes'] there is {list(claimed)}); the claims level "
+                             "probes unclaimed dtypes, it does not certify them")
+        pairs.extend((device, d) for d in wanted)
+    check_environment(loaded.name, claims, dvs)
+    return dvs, pairs
 
 
 def collect(
@@ -83,15 +146,11 @@ def collect(
 ) -> tuple[list[str], list[str], list[tuple[Context, Check]]]:
     """Every (context, check) of a run, listed without running anything."""
     prof = get_profile(profile)
-    dts = _as_list(dtypes, loaded.claims["dtypes"])
-    unknown = [d for d in dts if d not in DTYPES]
-    if unknown:
-        raise ValueError(f"dtype: unknown {unknown}; the tolerance model covers {list(DTYPES)}")
-    dvs = _as_list(devices, loaded.claims["devices"])
+    dvs, pairs = select(loaded, dtypes, devices)
     out: list[tuple[Context, Check]] = []
-    for device in dvs:
-        for dtype in dts:
-            ctx = Context(Adapter(loaded, dtype, device), prof, seed)
-            for level in levels:
-                out.extend((ctx, _cite_level(c)) for c in LEVEL_CHECKS[level](ctx))
+    for device, dtype in pairs:
+        ctx = Context(Adapter(loaded, dtype, device), prof, seed)
+        for level in levels:
+            out.extend((ctx, _cite_level(c)) for c in LEVEL_CHECKS[level](ctx))
+    dts = [d for d in DTYPES if any(p[1] == d for p in pairs)]
     return dts, dvs, out

@@ -9,31 +9,19 @@ followed), by a bare module path, or given as an object.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import os
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from dla.config import BASES, POLICIES
+from dla.claims import DTYPES, LEVELS, Claims, ClaimsError, resolve
 
-LEVELS = ("plan", "execute", "end_to_end", "streaming", "varlen", "gradients", "golden")
-#: Levels that run for every implementation whether claimed or not.
-ALWAYS_LEVELS = ("properties",)
+__all__ = ["ALL_LEVELS", "ALWAYS_LEVELS", "DTYPES", "LEVELS", "LoadError", "LoadedImpl", "load",
+           "resolve_claims"]
+
+#: Levels that run for every implementation whether claimed or not (DLA-12.8, DLA-12.9).
+ALWAYS_LEVELS = ("properties", "claims")
 ALL_LEVELS = LEVELS + ALWAYS_LEVELS
-DTYPES = ("float16", "bfloat16", "float32", "float64")
-ARRAYS = ("numpy", "torch")
-
-DEFAULT_CLAIMS: dict[str, Any] = {
-    "levels": ("plan", "execute", "end_to_end"),
-    "dtypes": ("float32",),
-    "devices": ("cpu",),
-    "array": "torch",
-    # Extensions of DLA-11.2 read by the suite: an implementation that does not
-    # support a base or a policy says so here, and the suite does not test it.
-    "bases": BASES,
-    "policies": POLICIES,
-    # The integer dtype the implementation takes ``cu_seqlens`` in.
-    "cu_seqlens_dtype": "int64",
-}
 
 
 class LoadError(ValueError):
@@ -46,7 +34,21 @@ class LoadedImpl:
 
     name: str
     obj: Any
-    claims: dict[str, Any]
+    claims: Claims
+
+
+def _where(exc: BaseException, module: str) -> str:
+    """``file:line`` of an import failure: the syntax error's, or the deepest frame in a
+    file of the project being imported (the adapter's own code, not importlib's)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if "importlib" not in f.filename and "/conformance/loader" not in
+           f.filename.replace("\\", "/")]
+    if not own:
+        return module
+    f = own[-1]
+    return f"{f.filename}:{f.lineno}"
 
 
 def _import(module: str, what: str) -> Any:
@@ -54,8 +56,12 @@ def _import(module: str, what: str) -> Any:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
-            raise LoadError(f"impl: cannot import module {module!r} ({what}): {exc}") from exc
-        raise LoadError(f"impl: importing {module!r} ({what}) failed: {exc}") from exc
+            raise LoadError(f"impl: cannot import module {module!r} ({what}): {exc}") from None
+        raise LoadError(f"impl: importing {module!r} ({what}) failed at {_where(exc, module)}: "
+                        f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # a SyntaxError or any error raised while the module runs
+        raise LoadError(f"impl: importing {module!r} ({what}) failed at {_where(exc, module)}: "
+                        f"{type(exc).__name__}: {exc}") from None
 
 
 def _resolve_string(spec: str) -> Any:
@@ -77,41 +83,23 @@ def _resolve_string(spec: str) -> Any:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name is None or not (spec == exc.name or spec.startswith(exc.name + ".")):
-            raise LoadError(f"impl: importing {spec!r} failed: {exc}") from exc
+            raise LoadError(f"impl: importing {spec!r} failed at {_where(exc, spec)}: "
+                            f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise LoadError(f"impl: importing {spec!r} failed at {_where(exc, spec)}: "
+                        f"{type(exc).__name__}: {exc}") from None
     raise LoadError(
         f"impl: {spec!r} is neither a registered name {sorted(REGISTRY)}, an importable module, "
         "nor 'module:attribute'"
     )
 
 
-def resolve_claims(obj: Any) -> dict[str, Any]:
+def resolve_claims(obj: Any) -> Claims:
     """DLA-11.2: the implementation's ``CLAIMS`` completed with the defaults, validated."""
-    raw = getattr(obj, "CLAIMS", None)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise LoadError(f"CLAIMS: expected a dict, got {type(raw).__name__} (DLA-11.2)")
-    unknown = set(raw) - set(DEFAULT_CLAIMS)
-    if unknown:
-        raise LoadError(f"CLAIMS: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_CLAIMS)}")
-    claims = {**DEFAULT_CLAIMS, **raw}
-    for key, allowed in (("levels", LEVELS), ("dtypes", DTYPES), ("bases", BASES),
-                         ("policies", POLICIES)):
-        value = claims[key]
-        if isinstance(value, str) or not value or not all(v in allowed for v in value):
-            raise LoadError(
-                f"CLAIMS[{key!r}]: expected a non-empty tuple of {allowed}, got {value!r}"
-            )
-        claims[key] = tuple(value)
-    if isinstance(claims["devices"], str) or not claims["devices"]:
-        raise LoadError(f"CLAIMS['devices']: expected a non-empty tuple, got {claims['devices']!r}")
-    claims["devices"] = tuple(claims["devices"])
-    if claims["cu_seqlens_dtype"] not in ("int32", "int64"):
-        raise LoadError("CLAIMS['cu_seqlens_dtype']: expected 'int32' or 'int64', "
-                        f"got {claims['cu_seqlens_dtype']!r}")
-    if claims["array"] not in ARRAYS:
-        raise LoadError(f"CLAIMS['array']: expected one of {ARRAYS}, got {claims['array']!r}")
-    return claims
+    try:
+        return resolve(getattr(obj, "CLAIMS", None))
+    except ClaimsError as exc:
+        raise LoadError(str(exc)) from None
 
 
 def _check_interface(obj: Any, name: str) -> None:
@@ -125,6 +113,38 @@ def _check_interface(obj: Any, name: str) -> None:
 
 def _describe(obj: Any) -> str:
     return getattr(obj, "__name__", None) or getattr(obj, "NAME", None) or type(obj).__name__
+
+
+def origin_of(loaded: LoadedImpl) -> tuple[str | None, str | None]:
+    """The file an implementation was loaded from, and the ``sys.path`` entry that found it
+    when that is not an installed location (so a report can say how to find it again)."""
+    import inspect
+    import sys
+
+    obj = loaded.obj
+    module = obj if inspect.ismodule(obj) else sys.modules.get(getattr(type(obj), "__module__",
+                                                                       ""))
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return None, None
+    path = os.path.abspath(path)
+    installed = ("site-packages" in path or "dist-packages" in path
+                 or _is_package_file(path))
+    if installed:
+        return path, None
+    name = getattr(module, "__name__", "")
+    root = os.path.dirname(path)
+    for _ in range(name.count(".") + (1 if os.path.basename(path) == "__init__.py" else 0)):
+        root = os.path.dirname(root)
+    return path, root
+
+
+def _is_package_file(path: str) -> bool:
+    """A file of this package itself (its registered implementations, its broken variants)."""
+    import dla
+
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(dla.__file__)))
+    return path.startswith(pkg + os.sep) and "/examples/" not in path.replace("\\", "/")
 
 
 def load(impl: Any) -> LoadedImpl:

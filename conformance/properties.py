@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 
 from dla.cache import CACHE_FIELDS, Cache
+from dla.claims import Claims, resolve
 from dla.config import SCORES, Config
 from dla.conformance.inputs import Shape, random_inputs, rng_for
 from dla.conformance.report import ClauseResult
@@ -94,19 +95,30 @@ class Case:
 
 @st.composite
 def cases(draw: Any, bases: tuple[str, ...], policies: tuple[str, ...],
-          scores: tuple[str, ...] = SCORES) -> Case:
-    """A :class:`Case` over the claimed bases and policies."""
+          scores: tuple[str, ...] = SCORES, claims: Claims | None = None) -> Case:
+    """A :class:`Case` over the claimed bases, policies and score sources, its sizes moved
+    into the claimed ones (DLA-11.2)."""
+    claims = claims or resolve(None)
     policy = draw(st.sampled_from(policies))
-    T = draw(st.sampled_from(LENGTHS))
+    T = claims.fit("T", draw(st.sampled_from(LENGTHS))) or 1
     if policy == "fenwick":
+        cmax = claims.size_rule("C").max
+        if cmax is not None:
+            T = min(T, 1 << (cmax - 1))
         C = fenwick_capacity(T) + draw(st.integers(0, 1))
+        if not claims.size_rule("C").allows(C):
+            C = fenwick_capacity(T)
     else:
-        C = draw(st.integers(1, 4))
+        C = claims.fit("C", draw(st.integers(1, 4))) or 1
+
+    def size(name: str, lo: int, hi: int) -> int:
+        return claims.fit(name, draw(st.integers(lo, hi))) or lo
+
     return Case(
-        B=draw(st.integers(1, 2)), T=T, H=draw(st.integers(1, 2)), K=draw(st.integers(1, 4)),
-        V=draw(st.integers(1, 3)), C=C, tau=draw(st.sampled_from(TAUS)),
-        score=draw(st.sampled_from(scores)), policy=policy, base=draw(st.sampled_from(bases)),
-        scale=draw(st.sampled_from((None, 0.5))), data_seed=draw(st.integers(0, 2**32 - 1)),
+        B=size("B", 1, 2), T=T, H=size("H", 1, 2), K=size("K", 1, 4), V=size("V", 1, 3), C=C,
+        tau=draw(st.sampled_from(TAUS)), score=draw(st.sampled_from(scores)), policy=policy,
+        base=draw(st.sampled_from(bases)), scale=draw(st.sampled_from((None, 0.5))),
+        data_seed=draw(st.integers(0, 2**32 - 1)),
     )
 
 
@@ -452,14 +464,16 @@ PROPERTIES: tuple[Property, ...] = (
 )
 
 
-def _policies(prop: Property, claims: dict[str, Any]) -> tuple[str, ...]:
-    claimed = tuple(claims.get("policies", ("dla", "fenwick")))
-    return tuple(p for p in claimed if p in prop.policies)
+def _policies(prop: Property, claims: Claims) -> tuple[str, ...]:
+    return tuple(p for p in claims.policies if p in prop.policies)
 
 
-def _strategy(prop: Property, claims: dict[str, Any]) -> st.SearchStrategy[Case]:
-    bases = tuple(claims.get("bases", ("gla", "delta")))
-    return cases(bases, _policies(prop, claims), prop.scores)
+def _scores(prop: Property, claims: Claims) -> tuple[str, ...]:
+    return tuple(s for s in claims.scores if s in prop.scores)
+
+
+def _strategy(prop: Property, claims: Claims) -> st.SearchStrategy[Case]:
+    return cases(claims.bases, _policies(prop, claims), _scores(prop, claims), claims)
 
 
 def _worse(a: Comparison | None, b: Comparison | None) -> Comparison | None:
@@ -512,10 +526,11 @@ def run_property(prop: Property, adapter: Any, profile: str = "ci", seed_: int =
 
 
 def applicable(adapter: Any) -> list[Property]:
-    """The properties for the levels ``adapter``'s implementation claims."""
-    levels = set(adapter.claims.get("levels", ()))
-    return [p for p in PROPERTIES if (p.needs_level is None or p.needs_level in levels)
-            and _policies(p, adapter.claims)]
+    """The properties for the levels, policies and score sources ``adapter``'s implementation
+    claims."""
+    c = adapter.claims
+    return [p for p in PROPERTIES if (p.needs_level is None or p.needs_level in c.levels)
+            and _policies(p, c) and _scores(p, c)]
 
 
 def property_checks(adapter: Any, profile: str = "ci", seed: int = 0) -> list[ClauseResult]:

@@ -15,6 +15,8 @@ of the float64 reference with the plan frozen.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import Any
@@ -105,20 +107,26 @@ class Comparison:
     bound: float = 0.0
     message: str = ""
     extra: dict[str, Any] = dc_field(default_factory=dict)
+    first: tuple[int, ...] | None = None  # the earliest failing position (readout order)
+    clause: str = ""  # the clause a failure points at, when the comparison can tell
 
     def noted(self, note: str) -> Comparison:
         """The same comparison with ``note`` in front of its message (which case it was)."""
         return replace(self, message=f"{note}: {self.message}") if note else self
 
     def to_json(self) -> dict[str, Any]:
+        """The comparison as JSON; ``extra`` (values at the failing positions, the
+        per-readout error profile, plan rows, decision context) is merged in."""
         return {
             "field": self.field,
             "rel_rms": self.rel_rms,
             "rms_bound": self.rms_bound,
             "where": None if self.where is None else list(self.where),
+            "first": None if self.first is None else list(self.first),
             "error": self.error,
             "bound": self.bound,
             "message": self.message,
+            **self.extra,
         }
 
     def __str__(self) -> str:
@@ -190,11 +198,63 @@ def compare(
     w_err, w_bound = float(err[worst]), float(bound[worst])
     passed = rel_rms <= tol.rms and bool(np.all(err <= bound))
     where = tuple(int(i) for i in worst)
+    first = None if passed else _earliest(err > bound, e.ndim) or where
     msg = (
         f"{name}: rel_rms {rel_rms:.3g} (bound {tol.rms:.3g}); worst at {where}: "
         f"{w_err:.3g} (bound {w_bound:.3g})"
     )
-    return Comparison(passed, name, rel_rms, tol.rms, where, w_err, w_bound, msg)
+    if first is not None and first != where:
+        msg += (f"; earliest failing at {first}: {float(err[first]):.3g} "
+                f"(bound {float(bound[first]):.3g})")
+    extra = {} if passed else _failure_extra(a, e, ratio, where, first)
+    return Comparison(passed, name, rel_rms, tol.rms, where, w_err, w_bound, msg, extra, first)
+
+
+def _earliest(bad: np.ndarray, ndim: int) -> tuple[int, ...] | None:
+    """The failing position with the smallest readout index ``t`` (axis 1 of ``[B, T, H]``
+    positions), then ``b``, then ``h``; index order for other ranks."""
+    idx = np.argwhere(bad)
+    if idx.size == 0:
+        return None
+    if ndim == 4:
+        idx = idx[np.lexsort((idx[:, 2], idx[:, 0], idx[:, 1]))]
+    return tuple(int(i) for i in idx[0])
+
+
+_MAX_PROFILE = 2048
+
+
+def _pooled(x: np.ndarray) -> list[float]:
+    """``x`` (1-D) max-pooled to at most :data:`_MAX_PROFILE` entries."""
+    n = x.shape[0]
+    if n > _MAX_PROFILE:
+        k = -(-n // _MAX_PROFILE)
+        pad = np.full(k * _MAX_PROFILE - n, -np.inf)
+        x = np.concatenate([x, pad]).reshape(-1, k).max(axis=1)
+    return [float(v) for v in x]
+
+
+def _values(x: np.ndarray, pos: tuple[int, ...]) -> list[float]:
+    return [float(v) for v in np.asarray(x[pos]).ravel()[:8]]
+
+
+def _failure_extra(a: np.ndarray, e: np.ndarray, ratio: np.ndarray, where: tuple[int, ...],
+                   first: tuple[int, ...] | None) -> dict[str, Any]:
+    """What a report shows of a failed output: values at the earliest and the worst failing
+    positions, and (for ``[B, T, H, V]``) the error-to-bound ratio per readout and per
+    (readout, head) of the worst batch row."""
+    out: dict[str, Any] = {"where_got": _values(a, where), "where_expected": _values(e, where)}
+    if first is not None:
+        out["first_got"] = _values(a, first)
+        out["first_expected"] = _values(e, first)
+    if e.ndim == 4 and e.shape[1]:
+        out["ratio_by_readout"] = _pooled(ratio.max(axis=(0, 2)))
+        b = where[0]
+        heads = ratio[b]  # [T, H]
+        out["ratio_by_readout_head"] = {"batch_row": int(b),
+                                        "rows": [_pooled(heads[:, h]) for h in
+                                                 range(min(heads.shape[1], 64))]}
+    return out
 
 
 def compare_exact(actual: Any, expected: Any, name: str) -> Comparison:
@@ -218,12 +278,28 @@ def _first_failure(comps: list[Comparison], name: str) -> Comparison:
     return Comparison(True, name, message=f"{name}: equal")
 
 
-def compare_plan(actual: Plan, expected: Plan) -> Comparison:
+#: The clause a plan difference points at, by policy and by the first differing field.
+PLAN_FIELD_CLAUSE = {
+    "dla": {"boundary": "DLA-3.1", "count": "DLA-3.4", "starts": "DLA-3.4", "labels": "DLA-3.5"},
+    "fenwick": {"boundary": "DLA-4.1", "count": "DLA-4.1", "starts": "DLA-4.1",
+                "labels": "DLA-4.2"},
+}
+
+
+def compare_plan(actual: Plan, expected: Plan,
+                 context: Callable[[tuple[int, int, int]], str] | None = None,
+                 policy: str | None = None) -> Comparison:
     """DLA-6.2: exact plan parity. On failure, ``where`` is the first differing ``(b, t, h)``.
 
     Fields are checked in the order of the position: of all differing
     positions, the earliest ``t`` (then ``b``, ``h``) is reported, with the
     first field that differs there, since later differences usually follow.
+    ``context(where)`` describes the reference's decision there (the score and
+    ``tau`` of a boundary, the pair costs of a merge) for the report; the
+    failing row's plan, both ways, is kept for the report's picture. With
+    ``policy``, a failure names the clause its first differing field points
+    at (:data:`PLAN_FIELD_CLAUSE`): a wrong boundary DLA-3.1, a wrong merge
+    DLA-3.4, a wrong label DLA-3.5 under ``dla``.
     """
     a, e = actual.to_numpy(), expected.to_numpy()
     best: tuple[tuple[int, ...], Comparison] | None = None
@@ -240,13 +316,45 @@ def compare_plan(actual: Plan, expected: Plan) -> Comparison:
         if best is None or key < best[0]:
             msg = (
                 f"plan.{f}: {len(idx)} differing entries; first (earliest t) at {first}: "
-                f"got {x[first]}, expected {y[first]}"
+                f"got {_plain(x[first])}, expected {_plain(y[first])}"
             )
-            best = (
-                key,
-                Comparison(False, f"plan.{f}", where=first, error=float(len(idx)), message=msg),
-            )
-    return Comparison(True, "plan", message="plan: equal") if best is None else best[1]
+            best = (key, Comparison(False, f"plan.{f}", where=first, error=float(len(idx)),
+                                    message=msg, first=first))
+    if best is None:
+        return Comparison(True, "plan", message="plan: equal")
+    comp = best[1]
+    assert comp.where is not None
+    b, t, h = comp.where[:3]
+    extra: dict[str, Any] = {"plan_row": {"b": b, "h": h, "t": t,
+                                          "actual": _plan_row(a, b, h),
+                                          "expected": _plan_row(e, b, h)}}
+    f = comp.field.removeprefix("plan.")
+    extra["first_got"] = _plain(np.asarray(getattr(a, f))[b, t, h])
+    extra["first_expected"] = _plain(np.asarray(getattr(e, f))[b, t, h])
+    if context is not None:
+        try:
+            extra["context"] = context((b, t, h))
+        except Exception as exc:  # diagnosis must never hide the failure itself
+            extra["context"] = f"(no context: {type(exc).__name__}: {exc})"
+        comp = replace(comp, message=f"{comp.message}; {extra['context']}")
+    clause = PLAN_FIELD_CLAUSE.get(policy or "", {}).get(f, "")
+    return replace(comp, extra=extra, clause=clause)
+
+
+def _plain(x: Any) -> Any:
+    """A NumPy scalar or array as plain Python (JSON-ready)."""
+    return np.asarray(x).tolist()
+
+
+_MAX_PLAN_ROW = 1024
+
+
+def _plan_row(p: Plan, b: int, h: int) -> dict[str, Any]:
+    """Count and starts of one row ``(b, h)`` at every readout (at most the first 1024)."""
+    T = min(int(p.count.shape[1]), _MAX_PLAN_ROW)
+    return {"count": _plain(np.asarray(p.count)[b, :T, h]),
+            "starts": _plain(np.asarray(p.starts)[b, :T, h]),
+            "labels": _plain(np.asarray(p.labels)[b, :T, h])}
 
 
 def compare_cache(actual: Cache, expected: Cache, dtype: str) -> Comparison:
@@ -281,6 +389,21 @@ def compare_gradient(actual: Any, expected: Any, dtype: str, name: str) -> Compa
     msg = f"grad {name}: rel_rms {rel:.3g} (bound {bound:.3g}); largest |diff| {w:.3g} at {where}"
     extra = {"max_abs_diff": w}
     return Comparison(passed, f"grad.{name}", rel, bound, where, rel, bound, msg, extra)
+
+
+_ARGUMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\[\]'\", ]*:")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """DLA-11.2, DLA-9.13: ``exc`` refuses a call in the required form: a ``ValueError``
+    (``TypeError`` for a dtype or a device) whose message starts with the argument's name and
+    cites DLA-11.2 (or DLA-9.3 for a dtype)."""
+    msg = str(exc)
+    if not _ARGUMENT.match(msg):
+        return False
+    if isinstance(exc, TypeError):
+        return "DLA-11.2" in msg or "DLA-9.3" in msg
+    return isinstance(exc, ValueError) and "DLA-11.2" in msg
 
 
 def compare_error(exc: BaseException | None, expected: str, argument: str | None) -> Comparison:

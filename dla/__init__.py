@@ -10,7 +10,7 @@ from dla.cache import Cache
 from dla.config import BASES, POLICIES, SCORES, Config
 from dla.plan import Plan
 
-SPEC_VERSION = "DLA-v1"
+SPEC_VERSION = "DLA-v1.1"
 __version__ = "0.1.0"
 
 __all__ = ["BASES", "POLICIES", "SCORES", "SPEC_VERSION", "Cache", "Config", "Plan", "__version__"]

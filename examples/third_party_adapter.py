@@ -4,11 +4,11 @@ The "kernel" below stands for your own code. It has its own conventions, as
 real kernels do: a ``[B, H, T, D]`` layout, separate plan tensors, no streaming
 cache and no delta base. The adapter at the bottom is all the glue the suite
 needs (spec DLA-11): ``forward``, ``make_plan`` and a ``CLAIMS`` declaration of
-what is certified. Run it with::
+what is certified. The shared validation (DLA-11.7) raises every error of the
+spec and refuses what the claims leave out (DLA-9.14). Certify it, from the
+repository root (or with the module anywhere on ``sys.path``), with::
 
-    dla-conformance run --impl examples.third_party_adapter --levels execute end_to_end
-
-from the repository root (or put the module anywhere on ``sys.path``).
+    dla-conformance run --impl examples.third_party_adapter
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 import dla
 from dla.impls import torch_cpu
+from dla.reference.validation import check_forward_call, check_plan_call
 
 
 # ----------------------------------------------------------------- "your" kernel
@@ -47,18 +48,23 @@ CLAIMS = {
     "devices": ("cpu",),
     "array": "torch",
     "bases": ("gla",),
+    "sizes": {"T": {"max": 4096}},  # one dense T x T product per row
 }
 
-# This kernel only executes plans, so it borrows the certified plan stage of torch_cpu.
-make_plan = torch_cpu.make_plan
+
+def make_plan(config: dla.Config, *, k=None, scores=None, initial_cache=None, cu_seqlens=None):
+    """This kernel only executes plans, so it borrows the certified plan stage of torch_cpu."""
+    check_plan_call(config, kind="torch", k=k, scores=scores, initial_cache=initial_cache,
+                    cu_seqlens=cu_seqlens, claims=CLAIMS)
+    return torch_cpu.make_plan(config, k=k, scores=scores)
 
 
 def forward(q, k, v, g, lam, config: dla.Config, *, beta=None, scores=None, plan=None,
             initial_cache=None, output_final_cache=False, cu_seqlens=None):
-    if config.base != "gla" or beta is not None:  # refuse what you do not implement
-        raise ValueError("config.base: this kernel implements the gla base only (DLA-11.2)")
-    if initial_cache is not None or output_final_cache or cu_seqlens is not None:
-        raise ValueError("initial_cache: streaming and varlen are not supported here (DLA-11.2)")
+    check_forward_call(q, k, v, g, lam, config, kind="torch", beta=beta, scores=scores,
+                       plan=plan, initial_cache=initial_cache,
+                       output_final_cache=output_final_cache, cu_seqlens=cu_seqlens,
+                       claims=CLAIMS)  # every DLA-9 error, and refusals outside CLAIMS
     if plan is None:
         plan = make_plan(config, k=k, scores=scores)
 
@@ -66,7 +72,7 @@ def forward(q, k, v, g, lam, config: dla.Config, *, beta=None, scores=None, plan
         return x.transpose(1, 2)
 
     o = my_masked_dla(
-        bhtd(q), bhtd(k), bhtd(v), g.transpose(1, 2), bhtd(lam).to(q.dtype),
+        bhtd(q), bhtd(k), bhtd(v), g.to(q.dtype).transpose(1, 2), bhtd(lam).to(q.dtype),
         bhtd(plan.starts), bhtd(plan.labels), plan.count.transpose(1, 2),
         scale=config.resolved_scale(q.shape[-1]),
     )

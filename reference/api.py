@@ -181,11 +181,15 @@ def forward(
         n = call.cache_rows(i)
         part = _initial_partition(initial_cache, n, H, C)
         pk = _prev_key(initial_cache, n)
-        rp, _, iota = _plan_segment(
-            config, rows["k"][:, a:b], None if scores_r is None else scores_r[:, a:b], part, pk)
-        if plan_r is not None:
+        s_seg = None if scores_r is None else scores_r[:, a:b]
+        if plan_r is None:
+            rp, _, iota = _plan_segment(config, rows["k"][:, a:b], s_seg, part, pk)
+        else:  # DLA-6.2: the injected plan replaces the policy; the scores still give the info
+            iota = token_scores(config.score, rows["k"][:, a:b], s_seg, pk,
+                                carried=part.position > 0)
+            no_margin = np.full(iota.shape, np.inf)
             rp = RowPlan(**{f: x[:, a:b] for f, x in plan_r.items()},
-                         boundary_margin=rp.boundary_margin, merge_margin=rp.merge_margin)
+                         boundary_margin=no_margin, merge_margin=no_margin)
         sl = {n_: x[:, a:b] for n_, x in rows.items()}
         if masked:
             o[:, a:b] = execute_masked_rows(sl["q"], sl["k"], sl["v"], sl["g"], sl["lam"],

@@ -486,19 +486,70 @@ def _check_plan_continues_cache(plan: Plan, call: Call, initial_cache: Any) -> N
                             pos0.astype(np.int64))
 
 
+def device_name(x: Any) -> str:
+    """``"cpu"`` for NumPy arrays, the device type (``"cuda"``, ...) of a torch tensor."""
+    return str(x.device.type) if is_torch(x) else "cpu"
+
+
+def refuse_unsupported(claims: Any, config: Config, call: Call, *, dtype: str | None, device: str,
+                       features: tuple[str, ...] = (), first: str = "q") -> None:
+    """DLA-9.14, DLA-11.6: refuse a call outside ``claims`` (a ``CLAIMS`` mapping or a
+    resolved ``dla.claims.Claims``) with the error the spec requires, naming the argument
+    (``first``: the array that carries the sizes, ``q``, or ``k`` / ``scores`` in a plan call)."""
+    import dataclasses
+
+    from dla.claims import Needs, resolve
+
+    resolved = resolve(claims)
+    sizes = {"B": call.B, "T": call.T, "H": call.H}
+    if call.K is not None:
+        sizes["K"] = call.K
+    if call.V is not None:
+        sizes["V"] = call.V
+    needs = Needs(config=config, sizes=sizes, features=frozenset(features))
+    why = resolved.unsupported(needs, dtype=dtype, device=device)
+    if why is not None:
+        if why.argument == "q" and first != "q":
+            why = dataclasses.replace(why, argument=first)
+        raise why.error(why.message())
+
+
+def require_own_plan(plan: Any, own: Any) -> None:
+    """DLA-9.14 for ``CLAIMS["plans"] = "own"``: an injected plan must equal the plan the
+    implementation's own ``make_plan`` makes for the call; any other is refused by name."""
+    if not plan.equals(own):
+        raise ValueError("plan: this implementation executes only the plan its own make_plan "
+                         "makes for the call (CLAIMS['plans'] is 'own'); not supported by "
+                         "this implementation (DLA-11.2)")
+
+
 def check_forward_call(
     q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, kind: str, beta: Any = None,
     scores: Any = None, plan: Any = None, initial_cache: Any = None, cu_seqlens: Any = None,
+    output_final_cache: bool = False, claims: Any = None,
 ) -> Call:
-    """DLA-9: every rule on one ``forward`` call, in one order for every implementation.
+    """DLA-9, DLA-11.7: every rule on one ``forward`` call, in one order for every implementation.
 
     ``kind`` is the implementation's array kind (``"numpy"`` or ``"torch"``).
+    With ``claims`` (the implementation's ``CLAIMS``), a call outside them is
+    refused as DLA-9.14 requires: ``TypeError`` for an unsupported dtype or
+    device, ``ValueError`` citing DLA-11.2 for anything else.
     """
+    check_config(config)
     check_array_kind({"q": q, "k": k, "v": v, "g": g, "lam": lam, "beta": beta,
                       "scores": scores, "cu_seqlens": cu_seqlens}, kind)
+    if claims is not None:
+        _require_array("q", q)
+        _require_float("q", q)
     d = check_forward_inputs(q, k, v, g, lam, config, beta, scores)
     cu = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, d.B, d.T)
     call = Call(d.B, d.T, d.H, d.K, d.V, d.C, _segments(cu, d.T), cu is not None)
+    if claims is not None:
+        features = tuple(f for f, used in (
+            ("streaming", initial_cache is not None or output_final_cache),
+            ("varlen", cu is not None)) if used)
+        refuse_unsupported(claims, config, call, dtype=dtype_name(q), device=device_name(q),
+                           features=features)
     _check_sequences(call, config, initial_cache)
     if plan is not None:
         check_plan(plan, d.B, d.T, d.H, d.C)
@@ -507,11 +558,23 @@ def check_forward_call(
 
 
 def check_plan_call(config: Config, *, kind: str, k: Any = None, scores: Any = None,
-                    initial_cache: Any = None, cu_seqlens: Any = None) -> Call:
-    """DLA-9: every rule on one ``make_plan`` call (``V`` is ``None``: no values are given)."""
+                    initial_cache: Any = None, cu_seqlens: Any = None,
+                    claims: Any = None) -> Call:
+    """DLA-9, DLA-11.7: every rule on one ``make_plan`` call (``V`` is ``None``: no values are
+    given); with ``claims``, refusals outside them as in :func:`check_forward_call`."""
+    check_config(config)
     check_array_kind({"k": k, "scores": scores, "cu_seqlens": cu_seqlens}, kind)
     B, T, H, K = check_plan_inputs(config, k, scores)
     cu = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, B, T)
     call = Call(B, T, H, K, None, config.capacity, _segments(cu, T), cu is not None)
+    if claims is not None:
+        src = scores if config.score == "external" else k
+        features = tuple(f for f, used in (("streaming", initial_cache is not None),
+                                           ("varlen", cu is not None)) if used)
+        # External scores may come in float32 or float64 whatever the compute dtype (DLA-1.3),
+        # so only keys say which compute dtype a plan call is in.
+        dtype = dtype_name(k) if config.score == "key_cosine" else None
+        refuse_unsupported(claims, config, call, dtype=dtype, device=device_name(src),
+                           features=features, first="k" if dtype else "scores")
     _check_sequences(call, config, initial_cache)
     return call

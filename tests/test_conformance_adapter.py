@@ -82,6 +82,7 @@ def test_forward_converts_inputs_and_outputs() -> None:
         Config(capacity=3),
         plan=plan,
         initial_cache=cache,
+        output_final_cache=True,
         cu_seqlens=np.array([0, 7]),
     )
     assert impl.seen["q"].dtype == torch.float32 and impl.seen["q"].device.type == "cpu"
@@ -116,3 +117,36 @@ def test_int32_cu_seqlens_when_claimed() -> None:
 
     ad = Adapter(_Int32())
     assert ad.cu_to_impl(np.array([0, 3, 5])).dtype == torch.int32
+
+
+class _ReturnsNumpy(_Recorder):
+    """Claims torch tensors, returns a NumPy output (DLA-11.1 violated)."""
+
+    def forward(self, q, k, v, g, lam, config, **kw):
+        return v[..., :1].expand(*v.shape[:3], 2).numpy(), None
+
+
+class _CacheUnasked(_Recorder):
+    def forward(self, q, k, v, g, lam, config, **kw):
+        return v * 1.0, kw.get("initial_cache")
+
+
+class _IntegerOutput(_Recorder):
+    def forward(self, q, k, v, g, lam, config, **kw):
+        return v.to(torch.int64), None
+
+
+@pytest.mark.parametrize(("impl", "match"), [
+    (_ReturnsNumpy(), "claims array 'torch' but returned numpy"),
+    (_CacheUnasked(), "returned a cache although output_final_cache=False"),
+    (_IntegerOutput(), "o: the implementation returned int64"),
+])
+def test_returned_kind_dtype_and_cache_are_checked_against_the_claims(impl, match) -> None:
+    """DLA-11.1: what comes back is of the claimed array kind, floating, and a cache only
+    when one was asked for."""
+    _, cache = _plan_and_cache()
+    ad = Adapter(impl, dtype="float32")
+    x = np.ones((2, 7, 2, 3))
+    with pytest.raises(TypeError, match=match):
+        ad.forward(x, x, np.ones((2, 7, 2, 4)), -np.ones((2, 7, 2)), x, Config(capacity=3),
+                   initial_cache=cache)

@@ -42,13 +42,16 @@ def test_reference_certifies_on_every_level_it_claims() -> None:
 
 def test_default_levels_are_the_claims_plus_properties() -> None:
     """DLA-12.8: the properties run for every implementation, claimed levels or not."""
-    assert resolve_levels(None, {"levels": ("execute", "plan")}) == [
+    from dla.claims import resolve
+
+    assert resolve_levels(None, resolve({"levels": ("execute", "plan")})) == [
         "plan",
         "execute",
         "properties",
+        "claims",
     ]
     with pytest.raises(ValueError, match="levels"):
-        resolve_levels(["plan", "speed"], {"levels": ()})
+        resolve_levels(["plan", "speed"], resolve({"levels": ("plan",)}))
 
 
 def test_thorough_profile_draws_more_and_larger_cases() -> None:
@@ -138,7 +141,7 @@ class _Crashes(_Wrapped):
     [
         (_OneWrongToken(), "execute", "DLA-5.1"),
         (_IgnoresInjectedPlan(), "execute", "DLA-6.2"),
-        (_OldestLabelZero(), "plan", "DLA-3.3"),
+        (_OldestLabelZero(), "plan", "DLA-3.5"),
         (_ForgetsCache(), "streaming", "DLA-7.2"),
         (_IgnoresCuSeqlens(), "varlen", "DLA-8.1"),
         (_Crashes(), "end_to_end", "DLA-3.3"),
@@ -200,9 +203,18 @@ def test_missing_golden_module_fails_the_level_without_crashing(monkeypatch) -> 
 
 
 class _GlaOnly(_Wrapped):
-    """Declares no delta base (CLAIMS['bases']) and refuses it."""
+    """Declares no delta base (CLAIMS['bases']) and refuses it as DLA-9.14 asks."""
 
     CLAIMS: ClassVar[dict] = {**ref.CLAIMS, "bases": ("gla",)}
+
+    def forward(self, q, k, v, g, lam, config, **kw: Any):
+        if config.base == "delta":
+            raise ValueError("config.base: 'delta' is not supported here (DLA-11.2)")
+        return ref.forward(q, k, v, g, lam, config, **kw)
+
+
+class _GlaOnlyCrashes(_GlaOnly):
+    """The same, but it crashes on the delta base instead of refusing it."""
 
     def forward(self, q, k, v, g, lam, config, **kw: Any):
         if config.base == "delta":
@@ -210,12 +222,20 @@ class _GlaOnly(_Wrapped):
         return ref.forward(q, k, v, g, lam, config, **kw)
 
 
-def test_unclaimed_bases_are_not_asked_for() -> None:
-    report = certify(_GlaOnly(), levels=["execute", "end_to_end", "golden"], dtype="float32")
+def test_unclaimed_bases_are_not_supported_not_failed() -> None:
+    """DLA-11.2, DLA-12.12: checks outside the claims are reported as not supported (never
+    run), and the claims level checks that the implementation refuses them in the right form."""
+    report = certify(_GlaOnly(), levels=["execute", "end_to_end", "golden", "claims"],
+                     dtype="float32")
     assert report.passed, report.summary()
-    assert not any("delta" in r.check for r in report.results)
-    full = certify("reference", levels=["golden"], dtype="float32")
-    assert any("delta" in r.check for r in full.results)
+    delta = [r for r in report.results if "delta" in r.check and r.level != "claims"]
+    assert delta and all(r.status == "not_supported" for r in delta)
+    probe = [r for r in report.results if r.level == "claims" and "delta" in r.check]
+    assert probe and probe[0].status == "not_supported" and probe[0].probe
+    crashing = certify(_GlaOnlyCrashes(), levels=["claims"], dtype="float32")
+    failed = [r for r in crashing.results if not r.passed]
+    assert not crashing.passed and len(failed) == 1 and "delta" in failed[0].check
+    assert "DLA-11.2" in failed[0].detail and "NotImplementedError" in failed[0].detail
 
 
 def test_gradients_level_needs_torch_arrays() -> None:
@@ -315,7 +335,8 @@ def test_a_torch_implementation_certifies_including_gradients() -> None:
     assert report.passed, "\n".join(failures)
     grads = [r for r in report.results if r.level == "gradients"]
     assert {r.dtype for r in grads} == {"float64", "float32"}
-    assert all(r.worst and r.worst["rel_rms"] < r.worst["rms_bound"] for r in grads)
+    ran = [r for r in grads if r.status == "pass"]
+    assert ran and all(r.worst and r.worst["rel_rms"] < r.worst["rms_bound"] for r in ran)
 
 
 def test_the_gradients_level_catches_a_missing_gradient() -> None:
@@ -327,13 +348,17 @@ def test_the_gradients_level_catches_a_missing_gradient() -> None:
 
 def test_a_level_that_ran_no_check_fails_the_report() -> None:
     """DLA-12: a claimed level with no check certifies nothing, so the run must not pass."""
+    from dla.claims import resolve
     from dla.conformance.report import ClauseResult, Report
 
     ran = ClauseResult("plan", "DLA-12.1", "one plan check", True)
-    report = Report("x", {}, ["plan", "execute"], ["float64"], ["cpu"], "ci", 0, [ran])
+    skipped = ClauseResult("execute", "DLA-12.2", "outside", True, status="not_supported")
+    claims = resolve(None)
+    report = Report("x", claims, ["plan", "execute"], ["float64"], ["cpu"], "ci", 0,
+                    [ran, skipped])
     assert report.level_passed() == {"plan": True, "execute": False}
     assert not report.passed
-    assert Report("x", {}, ["plan"], ["float64"], ["cpu"], "ci", 0, [ran]).passed
+    assert Report("x", claims, ["plan"], ["float64"], ["cpu"], "ci", 0, [ran]).passed
 
 
 class _DeltaOnlyReference:
@@ -403,7 +428,8 @@ def test_error_rules_hold_without_a_golden_claim() -> None:
         CLAIMS: ClassVar[dict] = dict(ref.CLAIMS, levels=("execute",), dtypes=("float64",))
 
     report = certify(Vague(), levels=["properties"], profile="ci")
-    invalid = [r for r in report.results if r.check.startswith("invalid ")]
+    invalid = [r for r in report.results if r.check.startswith("invalid ")
+               and r.status != "not_supported"]  # cu_seqlens cases: varlen is not claimed
     assert invalid and all(not r.passed and "DLA-9.13" in r.detail for r in invalid)
     assert not report.passed
     honest = certify(_DeltaOnlyReference(), levels=["properties"], profile="ci")

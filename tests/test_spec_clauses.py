@@ -141,3 +141,21 @@ def test_tolerance_table_equals_the_tolerance_module(spec_text: str) -> None:
         row = (f"| {dtype} | {_exp(t.rms)} | {_exp(t.rtol)} | {_exp(t.atol)} | "
                f"{'n/a' if grad is None else _exp(grad)} | {_exp(tol.MARGIN_BOUND[dtype])} |")
         assert row in spec_text, f"DLA-10.1 table row differs from tolerance.py: expected {row}"
+
+
+def test_the_installed_clause_catalogue_matches_the_spec(spec_text: str) -> None:
+    """conformance/clauses.py (shipped with the package, which does not ship SPEC.md) lists
+    every clause of the spec with its title, in order; regenerate it with
+    ``python scripts/clause_catalogue.py``."""
+    import importlib.util
+
+    from dla.conformance.clauses import CLAUSES, clause_key
+
+    path = ROOT / "scripts" / "clause_catalogue.py"
+    spec = importlib.util.spec_from_file_location("clause_catalogue", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert CLAUSES == mod.catalogue(spec_text)
+    assert list(CLAUSES) == defined_ids(spec_text)
+    assert sorted(CLAUSES, key=clause_key) == list(CLAUSES)

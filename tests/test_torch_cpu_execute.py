@@ -200,7 +200,8 @@ def test_empty_sequence_returns_the_carried_cache():
 @pytest.mark.parametrize(("bad", "match"), [
     ({"chunk_size": 0}, "chunk_size"),
     ({"g": "positive"}, "g: log decay"),
-    ({"dtype": torch.float16}, "q: torch_cpu supports float32 and float64"),
+    ({"dtype": torch.float16}, r"q: dtype float16 is not in CLAIMS\['dtypes'\].*DLA-9.3"),
+    ({"dtype": torch.bfloat16}, r"q: dtype bfloat16 is not in CLAIMS\['dtypes'\].*DLA-9.3"),
     ({"lam": "short"}, "lam: last dimension"),
 ])
 def test_bad_input_is_rejected_with_a_named_error(bad, match):
@@ -217,6 +218,14 @@ def test_bad_input_is_rejected_with_a_named_error(bad, match):
         x = {n: v.to(bad["dtype"]) for n, v in x.items()}
     with pytest.raises((ValueError, TypeError), match=match):
         tc.forward(**x, config=config(3), **kw)
+
+
+def test_make_plan_refuses_the_dtypes_forward_refuses():
+    """DLA-9.14, DLA-11.6: make_plan and forward accept the same claimed dtypes (a 16-bit key
+    was planned but not executed before)."""
+    x = _torch_inputs(random_inputs(13, 1, 5, 1, 2, 2, 3), torch.float64)
+    with pytest.raises(TypeError, match="k: dtype bfloat16"):
+        tc.make_plan(config(3), k=x["k"].to(torch.bfloat16))
 
 
 @pytest.mark.parametrize("name", ["q", "k", "lam", "scores"])

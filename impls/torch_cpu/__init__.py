@@ -34,13 +34,6 @@ compute dtype, ``info`` float64 (decisions of a continuation depend on it),
 integer fields int64.
 """
 
-from dla.impls.torch_cpu.api import DEFAULT_CHUNK_SIZE, forward, make_plan
-
-CLAIMS = {
-    "levels": ("plan", "execute", "end_to_end", "streaming", "varlen", "gradients", "golden"),
-    "dtypes": ("float32", "float64"),
-    "devices": ("cpu",),
-    "array": "torch",
-}
+from dla.impls.torch_cpu.api import CLAIMS, DEFAULT_CHUNK_SIZE, forward, make_plan
 
 __all__ = ["CLAIMS", "DEFAULT_CHUNK_SIZE", "forward", "make_plan"]

@@ -23,7 +23,17 @@ from dla.reference import validation as val
 from dla.reference.scores import token_scores
 
 DEFAULT_CHUNK_SIZE = 64
-_SUPPORTED = (torch.float32, torch.float64)
+
+#: What torch_cpu claims (DLA-11.2, DLA-11.6): the whole spec in float32 and float64.
+CLAIMS = {
+    "levels": ("plan", "execute", "end_to_end", "streaming", "varlen", "gradients", "golden"),
+    "dtypes": ("float32", "float64"),
+    "devices": ("cpu",),
+    "array": "torch",
+}
+#: What its validation accepts: the claims on any device. Every tensor is made on the inputs'
+#: device, so triton_gpu's backward recompute runs it on CUDA; it is certified on the CPU.
+_ACCEPTS = {**CLAIMS, "devices": ("cpu", "cuda")}
 
 
 # ----------------------------------------------------------------- layout helpers
@@ -93,7 +103,8 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
               initial_cache: Cache | None = None, cu_seqlens: Any = None) -> Plan:
     """DLA-6.1, DLA-11.1: every discrete decision, as a :class:`dla.Plan` of torch int64 tensors."""
     call = val.check_plan_call(config, kind="torch", k=k, scores=scores,
-                               initial_cache=initial_cache, cu_seqlens=cu_seqlens)
+                               initial_cache=initial_cache, cu_seqlens=cu_seqlens,
+                               claims=_ACCEPTS)
     B, H, C = call.B, call.H, call.C
     k_r = None if k is None else to_rows(k)
     s_r = None if scores is None else to_rows(scores)
@@ -118,17 +129,6 @@ def _assemble_plan(parts: list[RowPlan], B: int, H: int, dev: torch.device) -> P
 
 
 # ----------------------------------------------------------------- execution
-def _check_dtype(q: torch.Tensor) -> torch.dtype:
-    """DLA-1.3, DLA-11.2: the compute dtype (q's), one of the claimed ones. Any device works
-    (every tensor made here is made on the inputs' device), though only the CPU is claimed."""
-    if not isinstance(q, torch.Tensor):
-        raise TypeError(f"q: torch_cpu takes torch tensors, got {type(q).__name__} (DLA-11.1)")
-    if q.dtype not in _SUPPORTED:
-        raise TypeError(f"q: torch_cpu supports float32 and float64, got {q.dtype} "
-                        "(DLA-1.3, DLA-11.2)")
-    return q.dtype
-
-
 def forward(
     q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: Any = None,
     scores: Any = None, plan: Plan | None = None, initial_cache: Cache | None = None,
@@ -143,10 +143,11 @@ def forward(
     """
     call = val.check_forward_call(q, k, v, g, lam, config, kind="torch", beta=beta,
                                   scores=scores, plan=plan, initial_cache=initial_cache,
-                                  cu_seqlens=cu_seqlens)
-    dt = _check_dtype(q)
+                                  output_final_cache=output_final_cache,
+                                  cu_seqlens=cu_seqlens, claims=_ACCEPTS)
+    dt = q.dtype
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size: must be an int >= 1, got {chunk_size!r}")
+        raise ValueError(f"chunk_size: must be an int >= 1, got {chunk_size!r} (DLA-11.1)")
     B, H, C = call.B, call.H, call.C
     K, V = int(q.shape[3]), int(v.shape[3])
     scale = config.resolved_scale(K)
