@@ -223,6 +223,51 @@ def _write_without_beta(orig: Callable[..., Any]) -> Callable[..., Any]:
     return lambda k_t, v_t, beta_t, base: orig(k_t, v_t, None, "gla")
 
 
+# ----------------------------------------------------------------- single-policy kernels
+def _no_validation(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """A forward call "validated" by reading its sizes only: no rule of DLA-9 is checked."""
+    def sizes_only(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *,
+                   cu_seqlens: Any = None, **kw: Any) -> val.Call:
+        B, T, H, K = (int(x) for x in np.shape(q))
+        cu = None if cu_seqlens is None else [int(c) for c in np.asarray(cu_seqlens)]
+        segments = ((0, T),) if cu is None else tuple(pairwise(cu))
+        return val.Call(B, T, H, K, int(np.shape(v)[-1]), config.capacity, segments,
+                        cu is not None)
+
+    return sizes_only
+
+
+def _no_plan_validation(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def sizes_only(config: Config, *, k: Any = None, scores: Any = None, cu_seqlens: Any = None,
+                   **kw: Any) -> val.Call:
+        src = scores if config.score == "external" else k
+        B, T, H = (int(x) for x in np.shape(src)[:3])
+        cu = None if cu_seqlens is None else [int(c) for c in np.asarray(cu_seqlens)]
+        segments = ((0, T),) if cu is None else tuple(pairwise(cu))
+        K = None if k is None else int(np.shape(k)[-1])
+        return val.Call(B, T, H, K, None, config.capacity, segments, cu is not None)
+
+    return sizes_only
+
+
+def _forward_ignores_plan(*args: Any, plan: Plan | None = None, **kw: Any) -> Any:
+    """An injected plan is dropped: the kernel always executes its own (fenwick) partition."""
+    return reference.forward(*args, **kw)
+
+
+def _forward_crashes_on_empty(q: Any, *args: Any, **kw: Any) -> Any:
+    """``T = 0`` crashes the kernel (as ``int(log2(0))`` does in a level count)."""
+    if np.shape(q)[1] == 0:
+        raise OverflowError("cannot convert float infinity to integer")
+    return reference.forward(q, *args, **kw)
+
+
+def _forward_ignores_scale(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                           **kw: Any) -> Any:
+    """``config.scale`` is ignored: the readout always uses ``K ** -0.5``."""
+    return reference.forward(q, k, v, g, lam, dataclasses.replace(config, scale=None), **kw)
+
+
 # ----------------------------------------------------------------- read out before merging
 _ORIGINAL_MERGE = policies._merge_cheapest_pair
 
@@ -325,6 +370,24 @@ BROKEN: dict[str, tuple[object, set[str]]] = {
         Broken("merge_forgets_information", _PLAN, policies=("dla",),
                patches=((policies, "_merge_cheapest_pair", _merge(forget_newer_info=True)),)),
         {"DLA-3.4", "DLA-3.2"}),
+    # Kernels that support part of DLA (DLA-11.6): fenwick only, as Log-Linear Attention is.
+    "fenwick_no_validation": (
+        Broken("fenwick_no_validation", _NUM, policies=("fenwick",),
+               patches=((val, "check_forward_call", _no_validation),
+                        (val, "check_plan_call", _no_plan_validation))),
+        {f"DLA-9.{i}" for i in range(1, 15)}),
+    "fenwick_ignores_injected_plan": (
+        Broken("fenwick_ignores_injected_plan", _NUM, policies=("fenwick",),
+               forward=_forward_ignores_plan),
+        {"DLA-6.2"}),
+    "fenwick_crashes_on_empty_sequence": (
+        Broken("fenwick_crashes_on_empty_sequence", _NUM, policies=("fenwick",),
+               forward=_forward_crashes_on_empty),
+        {"DLA-1.1"}),
+    "fenwick_ignores_config_scale": (
+        Broken("fenwick_ignores_config_scale", _NUM, policies=("fenwick",),
+               forward=_forward_ignores_scale),
+        {"DLA-5.3"}),
 }
 
 # ----------------------------------------------------------------- the command

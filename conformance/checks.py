@@ -226,7 +226,7 @@ def _model_clauses(comps: Sequence[Comparison]) -> str:
                                                else ""))
         else:
             out.append("DLA-10.4")
-    return ", ".join(out)
+    return _merge_clauses("", ", ".join(out))
 
 
 def _raised(exc: BaseException) -> str:

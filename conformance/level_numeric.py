@@ -85,7 +85,8 @@ def execute_checks(ctx: Context) -> list[Check]:
                     shape = dataclasses.replace(s, T=T)
                     name = f"{policy} {base} C={cfg.capacity} tau={tau} plan injected #{rep}"
                     clause = BASE_CLAUSE[base]
-                    clause += ", DLA-4.3" if policy == "fenwick" and base == "gla" else ""
+                    if policy == "fenwick" and base == "gla":  # Log-Linear Attention itself
+                        clause = f"DLA-4.3, {clause}"
                     out.append(ctx.check("execute", clause, name,
                                          _execute(ctx, cfg, (policy, base, C, tau, rep), shape),
                                          config=cfg, shape=shape))

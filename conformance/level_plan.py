@@ -162,8 +162,8 @@ def checks(ctx: Context) -> list[Check]:
             _varlen_parity(ctx, cfg, ("varlen", rep), packed), config=cfg, shape=packed,
             features=("varlen",)))
     cfg, T = ctx.fenwick(s.T, score="external", base=ctx.claims.bases[0])
-    small = ctx.plan_config(capacity=cfg.capacity - 1, policy="fenwick", score="external")
-    if small.capacity >= 1:
+    if cfg.capacity >= 2:
+        small = ctx.plan_config(capacity=cfg.capacity - 1, policy="fenwick", score="external")
         shape = dataclasses.replace(s, T=T)
         out.append(ctx.check(LEVEL, "DLA-9.11", "fenwick capacity too small raises ValueError",
                              lambda: _fenwick_too_small(ctx, small, shape),

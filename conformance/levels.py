@@ -22,6 +22,7 @@ from dla.conformance import (
 from dla.conformance.adapter import Adapter
 from dla.conformance.checks import Check, Context, get_profile
 from dla.conformance.loader import ALL_LEVELS, ALWAYS_LEVELS, DTYPES, LEVELS, LoadedImpl
+from dla.conformance.tolerance import Comparison
 
 LEVEL_CHECKS: dict[str, Callable[[Context], list[Check]]] = {
     "plan": level_plan.checks,
@@ -56,6 +57,20 @@ def _cite_level(check: Check) -> Check:
     if clause in check.clause.replace(" ", "").split(","):
         return check
     return replace(check, clause=f"{check.clause}, {clause}" if check.clause else clause)
+
+
+def _listed(level: str, ctx: Context) -> list[Check]:
+    """The checks of ``level``; if listing them fails, one failed check that says so (a bug of
+    the suite must not pass as a certification, nor stop the other levels)."""
+    try:
+        return LEVEL_CHECKS[level](ctx)
+    except Exception as exc:
+        message = f"listing the {level} checks failed: {type(exc).__name__}: {exc}"
+
+        def fail() -> Comparison:
+            return Comparison(False, level, message=message)
+
+        return [Check(level, LEVEL_CLAUSE[level], f"{level} checks listed", fail)]
 
 
 def resolve_levels(levels: Sequence[str] | str | None, claims: Claims) -> list[str]:
@@ -151,6 +166,6 @@ def collect(
     for device, dtype in pairs:
         ctx = Context(Adapter(loaded, dtype, device), prof, seed)
         for level in levels:
-            out.extend((ctx, _cite_level(c)) for c in LEVEL_CHECKS[level](ctx))
+            out.extend((ctx, _cite_level(c)) for c in _listed(level, ctx))
     dts = [d for d in DTYPES if any(p[1] == d for p in pairs)]
     return dts, dvs, out

@@ -116,13 +116,109 @@ def test_run_fails_with_exit_1_and_names_the_clause(
         ["run", "--impl", "reference", "--levels", "speed"],
         ["run", "--impl", "reference", "--profile", "weekly"],
         ["run", "--impl", "reference", "--dtype", "int8"],
+        ["run", "--impl", "reference", "--dtype", "bfloat16"],  # not claimed: refused
+        ["run", "--impl", "torch_cpu", "--dtype", "float16"],
+        ["run", "--impl", "torch_cpu", "--device", "cuda"],  # not claimed
         ["run"],
         ["frobnicate"],
+        ["fixtures", "generate"],  # never into the installed package unless told to
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
     assert cli.main(argv) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_an_unclaimed_dtype_is_one_line_exit_2(capsys) -> None:
+    """DLA-11.2, DLA-12.12: a dtype asked for outside the claims is not certified (it used to
+    run and print PASSED); the message names the claims and is one line."""
+    assert cli.main(["run", "--impl", "torch_cpu", "--dtype", "float16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "does not claim ['float16']" in err and "CLAIMS['dtypes']" in err
+
+
+def test_a_missing_device_is_one_line_exit_2_with_the_interpreter_hint(capsys) -> None:
+    """Environment checks run before any case: no CUDA means one line, not hundreds of FAILs."""
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    mod = types.SimpleNamespace(forward=ref.forward, make_plan=ref.make_plan,
+                                CLAIMS={"devices": ("cuda",), "array": "torch"},
+                                __name__="my_triton_kernels")
+    sys.modules["my_triton_kernels"] = mod  # type: ignore[assignment]
+    try:
+        code = cli.main(["run", "--impl", "my_triton_kernels"])
+    finally:
+        sys.modules.pop("my_triton_kernels")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "no CUDA device" in err and "TRITON_INTERPRET=1" in err and "--device cpu" in err
+
+
+def test_repeated_dtypes_run_once() -> None:
+    from dla.conformance import certify
+
+    report = certify("reference", levels=["plan"], dtype=["float32", "float32"])
+    assert report.dtypes == ["float32"]
+    names = [r.check for r in report.results]
+    assert len(names) == len(set(names))
+
+
+def test_the_report_sorts_clauses_numerically_and_keeps_them_whole(
+    broken_module: str, tmp_path: Path, capsys
+) -> None:
+    """DLA-12.12: failed clauses in spec order (DLA-5.x before DLA-10.x), never cut; each
+    failure printed once with its detail; reproduce repeats every argument."""
+    out = tmp_path / "r.json"
+    assert cli.main(["run", "--impl", broken_module, "--dtype", "float64", "--levels",
+                     "execute", "golden", "--device", "cpu", "--report", str(out)]) == 1
+    text = capsys.readouterr().out
+    d = json.loads(out.read_text())
+    from dla.conformance.clauses import clause_key
+
+    assert d["failed_clauses"] == sorted(d["failed_clauses"], key=clause_key)
+    assert all(r["clause"].count("+") == 0 for r in d["results"])  # never abbreviated
+    failed = [r for r in d["results"] if not r["passed"]]
+    assert failed
+    first = failed[0]
+    assert text.count(first["detail"]) == 1  # one place for each failure's detail
+    assert "--dtype float64" in d["reproduce"] and "--device cpu" in d["reproduce"]
+    assert "--levels execute golden" in d["reproduce"] and "--seed 0" in d["reproduce"]
+
+
+def test_a_numeric_failure_reports_earliest_and_worst_readouts_with_values(
+    tmp_path: Path,
+) -> None:
+    """A wrong output names the earliest failing readout and the worst one, with the row
+    (b, h) and the got / expected values at both."""
+    mod = types.ModuleType("dla_test_cli_late_drift")
+
+    def forward(*args, **kw):
+        o, c = ref.forward(*args, **kw)
+        o = o.copy()
+        if o.shape[1] > 20:
+            o[:, 20:] *= 1.0 + 1e-3 * np.arange(o.shape[1] - 20)[None, :, None, None]
+        return o, c
+
+    mod.impl = types.SimpleNamespace(  # type: ignore[attr-defined]
+        forward=forward, make_plan=ref.make_plan, CLAIMS={**ref.CLAIMS, "levels": ("execute",)})
+    sys.modules[mod.__name__] = mod
+    try:
+        out = tmp_path / "r.json"
+        cli.main(["run", "--impl", "dla_test_cli_late_drift:impl", "--dtype", "float64",
+                  "--levels", "execute", "--report", str(out)])
+    finally:
+        sys.modules.pop(mod.__name__)
+    bad = [r for r in json.loads(out.read_text())["results"]
+           if not r["passed"] and r["worst"] and r["worst"]["field"] == "o"]
+    assert bad
+    w = bad[0]["worst"]
+    assert w["first"][1] == 21 and w["where"][1] > w["first"][1]  # t: earliest vs worst
+    assert len(w["first_got"]) == len(w["first_expected"]) >= 1
+    assert w["first_got"] != w["first_expected"]
+    assert "earliest failing at" in bad[0]["detail"]
 
 
 def test_list_shows_registered_implementations_and_claims(capsys) -> None:
@@ -149,13 +245,16 @@ def test_fixtures_verify_calls_the_golden_module(monkeypatch, capsys) -> None:
         calls.append(d)
         return [Path("a"), Path("b")]
 
-    fake = types.SimpleNamespace(verify=verify, generate=generate)
+    fake = types.SimpleNamespace(verify=verify, generate=generate,
+                                 default_dir=lambda: Path("/installed/fixtures"))
     monkeypatch.setitem(sys.modules, "dla.conformance.golden", fake)
     assert cli.main(["fixtures", "verify", "--dir", "/tmp/fx"]) == 1
     assert "1 case differs" in capsys.readouterr().out
     assert cli.main(["fixtures", "generate", "--out", "/tmp/fx2"]) == 0
     assert "wrote 2 files" in capsys.readouterr().out
-    assert calls == [Path("/tmp/fx"), Path("/tmp/fx2")]
+    assert cli.main(["fixtures", "generate"]) == 2  # refuses to guess: --out or --in-place
+    assert cli.main(["fixtures", "generate", "--in-place"]) == 0
+    assert calls == [Path("/tmp/fx"), Path("/tmp/fx2"), Path("/installed/fixtures")]
 
 
 def test_fixtures_without_the_golden_module_is_a_clear_error(monkeypatch, capsys) -> None:
