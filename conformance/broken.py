@@ -31,7 +31,8 @@ from dla import reference
 from dla.cache import CACHE_FIELDS, Cache
 from dla.config import BASES, POLICIES, Config
 from dla.plan import Plan
-from dla.reference import policies, recurrent, scores
+from dla.reference import api as reference_api
+from dla.reference import masked, policies, recurrent, scores
 from dla.reference import validation as val
 
 #: A patch: (module, attribute, factory building the replacement from the original).
@@ -313,10 +314,213 @@ def _make_plan_read_before_merge(config: Config, **kw: Any) -> Plan:
         return reference.make_plan(_one_more(config), **kw)
 
 
+# ----------------------------------------------------------------- bugs in the regimes (DLA-12.11)
+def _boundary_epsilon(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """``iota > tau + 1e-9``: a boundary rule off by a tiny epsilon (DLA-3.1, DLA-3.8)."""
+    return lambda st, iota_t, tau: orig(st, iota_t, tau + 1e-9)
+
+
+def _boundary_in_float32(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """The boundary test made after rounding score and ``tau`` to float32 (DLA-3.8)."""
+    def open_and_write(st: policies.PartitionState, iota_t: np.ndarray, tau: float) -> Any:
+        rows = np.arange(st.count.shape[0])
+        forced = st.count == 0
+        boundary = forced | (iota_t.astype(np.float32) > np.float32(tau))
+        ob = rows[boundary]
+        st.starts[ob, st.count[ob]] = st.position[ob]
+        st.info[ob, st.count[ob]] = 0.0
+        st.count[ob] += 1
+        st.info[rows, st.count - 1] += iota_t
+        return boundary, np.where(forced, np.inf, np.abs(iota_t - tau))
+
+    return open_and_write
+
+
+def _normalise_then_dot(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """Cosine as ``(a / |a|) . (b / |b|)``, as ``F.cosine_similarity`` computes it: a repeated
+    key scores a few ulps above 0 (DLA-2.6)."""
+    def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+        ok = (na > 0) & (nb > 0)
+        ua = a / np.where(na > 0, na, 1.0)[..., None]
+        ub = b / np.where(nb > 0, nb, 1.0)[..., None]
+        return np.clip(np.where(ok, np.sum(ua * ub, axis=-1), 0.0), -1.0, 1.0)
+
+    return cosine
+
+
+def _no_rescaling(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """Keys used unscaled: squares of tiny entries underflow to a "zero key", of huge ones
+    overflow (DLA-2.2, DLA-2.6)."""
+    return lambda x: x
+
+
+def _prefix_sum_information(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """Information as differences of prefix sums, not the running sums of DLA-3.2."""
+    from dla.conformance.regime_cases import plan_with_prefix_sums
+
+    def plan_dla(iota: np.ndarray, config: Config, init: policies.PartitionState) -> Any:
+        rp, final = orig(iota, config, init)
+        if np.any(init.count > 0):
+            return rp, final
+        rp.starts = plan_with_prefix_sums(iota, config)
+        rp.count = (rp.starts >= 0).sum(axis=-1)
+        rp.labels = policies.dla_labels(rp.count, config.capacity)
+        return rp, final
+
+    return plan_dla
+
+
+def _forward_drops_last_v_tile(*args: Any, **kw: Any) -> Any:
+    """``V`` walked in tiles of 64 with ``range(V // 64)``: a partial last tile is never written."""
+    o, cache = reference.forward(*args, **kw)
+    V = o.shape[-1]
+    if V > 64 and V % 64:
+        o[..., (V // 64) * 64 :] = 0.0
+    return o, cache
+
+
+def _forward_scale_from_v(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                          **kw: Any) -> Any:
+    """The default scale taken from the value width: ``V ** -0.5`` (same as ``K ** -0.5`` when
+    ``K = V``)."""
+    if config.scale is None:
+        config = dataclasses.replace(config, scale=float(np.shape(v)[-1]) ** -0.5)
+    return reference.forward(q, k, v, g, lam, config, **kw)
+
+
+def _rows_wrap_at_32(plan: Plan) -> Plan:
+    def wrap(x: np.ndarray) -> np.ndarray:
+        B, T, H = x.shape[:3]
+        rows = np.moveaxis(x, 2, 1).reshape(B * H, T, *x.shape[3:]).copy()
+        if rows.shape[0] > 32:
+            rows[32:] = rows[: rows.shape[0] - 32]
+        return np.moveaxis(rows.reshape(B, H, T, *x.shape[3:]), 1, 2)
+
+    return Plan(**{f.name: wrap(getattr(plan, f.name)) for f in dataclasses.fields(Plan)})
+
+
+def _make_plan_rows_wrap(config: Config, **kw: Any) -> Plan:
+    """A row-parallel planner whose row index wraps at 32: rows 32.. get the plans of rows 0.."""
+    return _rows_wrap_at_32(reference.make_plan(config, **kw))
+
+
+def _forward_rows_wrap(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *,
+                       plan: Plan | None = None, **kw: Any) -> Any:
+    if plan is None and kw.get("cu_seqlens") is None and kw.get("initial_cache") is None:
+        plan = _make_plan_rows_wrap(config, k=k, scores=kw.get("scores"))
+    return reference.forward(q, k, v, g, lam, config, plan=plan, **kw)
+
+
+def _decay_as_product(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """The masked form's decay as ``exp(G_t) * exp(-G_s)``: fine until the cumulative decay
+    passes about 700, then ``inf * 0`` (DLA-5.1, DLA-5.6)."""
+    def execute(q: Any, k: Any, v: Any, g: Any, lam: Any, starts: Any, labels: Any,
+                count: Any, scale: float) -> np.ndarray:
+        G = np.cumsum(g, axis=1)
+        lab = masked.token_labels(starts, labels, count)
+        causal = lab >= 0
+        w = np.take_along_axis(lam, np.where(causal, lab, 0), axis=2)
+        with np.errstate(over="ignore", invalid="ignore"):
+            decay = np.exp(G)[:, :, None] * np.exp(-G)[:, None, :] * causal
+            A = np.einsum("rtk,rsk->rts", q, k) * decay * np.where(causal, w, 0.0)
+            return scale * np.einsum("rts,rsv->rtv", A, v)
+
+    return execute
+
+
+def _forward_masked_when_possible(*args: Any, **kw: Any) -> Any:
+    config = args[5]
+    if (config.base == "gla" and kw.get("initial_cache") is None
+            and not kw.get("output_final_cache")):
+        return reference.forward(*args, masked=True, **kw)
+    return reference.forward(*args, **kw)
+
+
+def _unit_keys(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def normalised(k_t: np.ndarray, *rest: Any) -> Any:
+        n = np.linalg.norm(k_t, axis=-1, keepdims=True)
+        return fn(k_t / np.where(n > 0, n, 1.0), *rest)
+
+    return normalised
+
+
+def _delta_normalises_keys_transition(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """The delta base normalises each key inside (keys are used as given, DLA-5.2)."""
+    def transition(S: np.ndarray, g_t: np.ndarray, k_t: np.ndarray, beta_t: Any,
+                   base: str) -> np.ndarray:
+        return _unit_keys(lambda kk: orig(S, g_t, kk, beta_t, base))(k_t)
+
+    return transition
+
+
+def _delta_normalises_keys_write(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def write(k_t: np.ndarray, v_t: np.ndarray, beta_t: Any, base: str) -> np.ndarray:
+        return _unit_keys(lambda kk: orig(kk, v_t, beta_t, base))(k_t)
+
+    return write
+
+
+def _g_finiteness_unchecked(orig: Callable[..., Any]) -> Callable[..., Any]:
+    """Validation that checks ``g > 0`` but not NaN or ``-inf`` in ``g`` (DLA-9.4)."""
+    def require_finite(name: str, x: Any) -> None:
+        if name != "g":
+            orig(name, x)
+
+    return require_finite
+
+
+class TorchBroken:
+    """A torch implementation with one planted bug (for the gradients level, DLA-12.6)."""
+
+    def __init__(self, name: str, forward: Callable[..., Any]) -> None:
+        self.NAME = name
+        self.CLAIMS = {"levels": ("gradients",), "dtypes": ("float64",), "devices": ("cpu",),
+                       "array": "torch"}
+        self._forward = forward
+
+    def __repr__(self) -> str:
+        return f"<broken implementation {self.NAME}>"
+
+    def forward(self, *args: Any, **kw: Any) -> Any:
+        return self._forward(*args, **kw)
+
+    def make_plan(self, *args: Any, **kw: Any) -> Plan:
+        from dla.impls import torch_cpu
+
+        return torch_cpu.make_plan(*args, **kw)
+
+
+def _forward_truncated_backprop(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *,
+                                plan: Plan | None = None, **kw: Any) -> Any:
+    """torch_cpu run chunk by chunk (64 tokens), the carried states detached between chunks:
+    outputs are right, gradients through the inter-chunk state are lost (DLA-10.5)."""
+    import torch
+
+    from dla.impls import torch_cpu
+
+    if plan is None:
+        plan = torch_cpu.make_plan(config, k=k, scores=kw.get("scores"))
+    T, outs, cache = q.shape[1], [], None
+    for a in range(0, T, 64):
+        def cut(x: Any, a: int = a) -> Any:
+            return None if x is None else x[:, a : a + 64]
+
+        piece_plan = Plan(**{f.name: cut(getattr(plan, f.name))
+                             for f in dataclasses.fields(Plan)})
+        o, cache = torch_cpu.forward(cut(q), cut(k), cut(v), cut(g), cut(lam), config,
+                                     plan=piece_plan, initial_cache=cache,
+                                     output_final_cache=True,
+                                     **{n: cut(x) for n, x in kw.items()})
+        cache = dataclasses.replace(cache, states=cache.states.detach())
+        outs.append(o)
+    return (torch.cat(outs, dim=1) if outs else q.new_zeros(*q.shape[:3], v.shape[3])), None
+
+
 # ----------------------------------------------------------------- the table
 _PLAN, _NUM = ("plan", "end_to_end"), ("execute", "end_to_end")
 
-BROKEN: dict[str, tuple[object, set[str]]] = {
+BROKEN: dict[str, tuple[Any, set[str]]] = {
     "future_query": (
         Broken("future_query", _NUM, forward=_forward_future_query),
         {"DLA-5.3", "DLA-5.1", "DLA-5.2"}),
@@ -388,7 +592,73 @@ BROKEN: dict[str, tuple[object, set[str]]] = {
         Broken("fenwick_ignores_config_scale", _NUM, policies=("fenwick",),
                forward=_forward_ignores_scale),
         {"DLA-5.3"}),
+    # One bug per regime (DLA-12.11): each escapes the small tidy cases.
+    "boundary_epsilon": (
+        Broken("boundary_epsilon", _PLAN, policies=("dla",),
+               patches=((policies, "_open_and_write", _boundary_epsilon),)),
+        {"DLA-3.8", "DLA-3.1"}),
+    "boundary_in_float32": (
+        Broken("boundary_in_float32", _PLAN, policies=("dla",),
+               patches=((policies, "_open_and_write", _boundary_in_float32),)),
+        {"DLA-3.8", "DLA-3.1"}),
+    "cosine_normalise_then_dot": (
+        Broken("cosine_normalise_then_dot", _PLAN, policies=("dla",),
+               patches=((scores, "cosine", _normalise_then_dot),)),
+        {"DLA-2.6", "DLA-2.1"}),
+    "cosine_without_rescaling": (
+        Broken("cosine_without_rescaling", _PLAN, policies=("dla",),
+               patches=((scores, "_power_of_two_normalized", _no_rescaling),)),
+        {"DLA-2.6", "DLA-2.2"}),
+    "information_by_prefix_sums": (
+        Broken("information_by_prefix_sums", _PLAN, policies=("dla",),
+               patches=((policies, "plan_dla", _prefix_sum_information),)),
+        {"DLA-3.2", "DLA-3.9", "DLA-3.4"}),
+    "last_v_tile_dropped": (
+        Broken("last_v_tile_dropped", _NUM, forward=_forward_drops_last_v_tile),
+        {"DLA-5.1", "DLA-5.2", "DLA-5.3"}),
+    "scale_from_value_width": (
+        Broken("scale_from_value_width", _NUM, forward=_forward_scale_from_v),
+        {"DLA-5.1", "DLA-5.2", "DLA-5.3"}),
+    "plan_rows_wrap_at_32": (
+        Broken("plan_rows_wrap_at_32", _PLAN, policies=("dla",), forward=_forward_rows_wrap,
+               make_plan=_make_plan_rows_wrap),
+        {"DLA-1.1", "DLA-3.3", "DLA-3.1", "DLA-3.4"}),
+    "decay_as_product_overflows": (
+        Broken("decay_as_product_overflows", _NUM, bases=("gla",),
+               forward=_forward_masked_when_possible,
+               patches=((reference_api, "execute_masked_rows", _decay_as_product),)),
+        {"DLA-5.1", "DLA-5.6"}),
+    "delta_normalises_keys": (
+        Broken("delta_normalises_keys", _NUM, bases=("delta",),
+               patches=((recurrent, "transition", _delta_normalises_keys_transition),
+                        (recurrent, "write", _delta_normalises_keys_write))),
+        {"DLA-5.2"}),
+    "g_finiteness_unchecked": (
+        Broken("g_finiteness_unchecked", _NUM,
+               patches=((val, "_require_finite", _g_finiteness_unchecked),)),
+        {"DLA-9.4"}),
+    "gradients_stop_at_chunk_boundaries": (
+        TorchBroken("gradients_stop_at_chunk_boundaries", _forward_truncated_backprop),
+        {"DLA-10.5"}),
 }
+
+#: The regime (dla.conformance.regimes) whose checks a variant's bug needs: without it the bug
+#: would certify, so the regime is proven to matter (DLA-12.11).
+REGIME_OF = {
+    "boundary_epsilon": "threshold_ulp",
+    "boundary_in_float32": "threshold_ulp",
+    "cosine_normalise_then_dot": "repeated_keys",
+    "cosine_without_rescaling": "extreme_key_norms",
+    "information_by_prefix_sums": "bit_exact_information",
+    "last_v_tile_dropped": "wide_heads",
+    "scale_from_value_width": "wide_heads",
+    "plan_rows_wrap_at_32": "many_rows",
+    "decay_as_product_overflows": "long_strong_decay",
+    "delta_normalises_keys": "",  # every delta case now has non-unit keys (random_inputs)
+    "gradients_stop_at_chunk_boundaries": "gradients_across_chunks",
+}
+#: Variants whose bug is a crash, which a check reports as the exception it raised.
+CRASHES = frozenset({"fenwick_crashes_on_empty_sequence"})
 
 # ----------------------------------------------------------------- the command
 def certify_all(names: list[str] | None = None, profile: str = "ci",

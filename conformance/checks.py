@@ -135,6 +135,8 @@ class Context:
         """A :class:`Check` with what it needs of the implementation (checked in ``run_check``)."""
         sizes = {} if shape is None else {n: getattr(shape, n) for n in ("B", "T", "H", "K", "V")}
         needs = Needs(config=config, sizes=sizes, features=frozenset(features))
+        if regime and regime != "small":  # DLA-12.11: the case comes from a named regime
+            clause = _merge_clauses(clause, "DLA-12.11")
         return Check(level, clause, name, run, needs=needs, regime=regime, probe=probe)
 
     def quantize_cache(self, cache: Cache) -> Cache:
@@ -220,12 +222,13 @@ def _model_clauses(comps: Sequence[Comparison]) -> str:
         if c.field == "error":
             out.append("DLA-9.13, DLA-10.4")
         elif c.field.startswith("grad"):
-            out.append("DLA-10.1, DLA-10.5")
-        elif c.rel_rms is not None:
-            out.append("DLA-10.1, DLA-10.2" + (", DLA-10.6" if c.field.startswith("cache.")
-                                               else ""))
+            out.append("DLA-10.1, DLA-10.5, DLA-10.7")
+        elif c.field == "cache" or c.field.startswith("cache."):
+            out.append("DLA-10.1, DLA-10.2, DLA-10.4, DLA-10.6, DLA-1.6")
+        elif c.rel_rms is not None:  # outputs: the adapter checked their kind and dtype too
+            out.append("DLA-10.1, DLA-10.2, DLA-1.6, DLA-11.1")
         else:
-            out.append("DLA-10.4")
+            out.append("DLA-10.4, DLA-1.6")
     return _merge_clauses("", ", ".join(out))
 
 

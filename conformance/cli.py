@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ci: fast; thorough: more cases, larger shapes",
     )
     run.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch intra-op threads during the run (default 1: the cases are "
+                          "small; 0 leaves torch's setting alone)")
     run.add_argument("--report", type=Path, help="write the JSON report to this file")
     run.add_argument(
         "--only-failures", action="store_true", help="table rows of failed checks only"
@@ -97,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         profile=args.profile,
         seed=args.seed,
         progress=progress,
+        threads=args.threads or None,
     )
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -463,9 +463,11 @@ def _compare_arrays(
 
 
 def _compare_floats(label: str, s: np.ndarray, a: np.ndarray, verdict: CaseVerdict) -> None:
-    inf_s, inf_a = np.isinf(s), np.isinf(a)
-    if not np.array_equal(inf_s, inf_a) or not np.array_equal(s[inf_s], a[inf_a]):
-        verdict.problems.append(f"{label}: infinite entries differ from the regenerated ones")
+    """Non-finite entries (an invalid case's planted NaN or Inf) exactly, the rest by tolerance."""
+    inf_s, inf_a = ~np.isfinite(s), ~np.isfinite(a)
+    if not np.array_equal(inf_s, inf_a) or not np.array_equal(s[inf_s], a[inf_a],
+                                                               equal_nan=True):
+        verdict.problems.append(f"{label}: non-finite entries differ from the regenerated ones")
         return
     if label.endswith(":o"):  # [B, T, H, V]: the per-position model of DLA-10.2
         c = compare(s, a, "float64", name=label)

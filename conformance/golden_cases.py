@@ -472,6 +472,119 @@ def check_single(out: Outcome) -> None:
     )
 
 
+# ----------------------------------------------------------------- regimes (DLA-12.11)
+
+
+def float32_tenths(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-3.8: external scores equal to float32(0.1), just above the float64 tau = 0.1, and
+    some exact zeros: every float32 0.1 is a boundary, whatever dtype compares."""
+    x = draw_inputs(d, spec.dims, spec.make_config())
+    tenth = float(np.float32(0.1))
+    x["scores"] = np.where(d.unit(x["scores"].shape) < 0.7, tenth, 0.0)
+    return Built(x)
+
+
+def check_float32_tenths(out: Outcome) -> None:
+    s = out.built.inputs["scores"]
+    assert (s > 0.1).any()
+    expect = s > out.config.tau
+    expect[:, 0] = True
+    assert np.array_equal(out.plan.boundary, expect)
+
+
+def repeated_keys(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-2.6: per row one key, repeated, scaled by powers of two and negated, with zero keys:
+    every score is exactly 0, 1 or 2."""
+    x = draw_inputs(d, spec.dims, spec.make_config(), keys="uniform")
+    s = spec.dims
+    base = x["k"][:, :1]
+    sign = np.where(d.unit((s.B, s.T, s.H, 1)) < 0.25, -1.0, 1.0)
+    scale = 2.0 ** np.floor(d.unit((s.B, s.T, s.H, 1)) * 5 - 2)
+    zero = d.unit((s.B, s.T, s.H, 1)) < 0.1
+    x["k"] = np.where(zero, 0.0, sign * scale * base)
+    return Built(x)
+
+
+def check_repeated_keys(out: Outcome) -> None:
+    iota = _scores_of(out)
+    assert set(np.unique(iota[:, 1:])) <= {0.0, 1.0, 2.0} and (iota[:, 1:] == 0).any()
+
+
+def _scores_of(out: Outcome) -> np.ndarray:
+    from dla.reference.scores import key_cosine
+
+    k = out.built.inputs["k"]
+    rows = np.moveaxis(k, 2, 1).reshape(-1, k.shape[1], k.shape[3])
+    return key_cosine(rows, None)
+
+
+def extreme_key_norms(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-2.6: topic keys scaled by 2^-100, 2^100 or 1 per token (float32's range: their
+    squares underflow or overflow in float32 unless the keys are rescaled first)."""
+    x = draw_inputs(d, spec.dims, spec.make_config())
+    s = spec.dims
+    e = np.choose((d.unit((s.B, s.T, s.H, 1)) * 3).astype(int), [-100, 100, 0])
+    x["k"] = np.ldexp(x["k"], e)
+    return Built(x)
+
+
+def check_extreme_norms(out: Outcome) -> None:
+    k = np.abs(out.built.inputs["k"])
+    assert k.max() > 2.0**90 and k[k > 0].min() < 2.0**-90 and np.isfinite(out.o).all()
+
+
+def tenths_with_ties(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-3.2, DLA-3.9: float64 scores j / 10 chosen (by seed) so that the plan of the running
+    sums of DLA-3.2 differs from the plan of prefix-sum differences in every row."""
+    from dla.conformance.regime_cases import plan_with_prefix_sums
+
+    x = draw_inputs(d, spec.dims, spec.make_config())
+    cfg = spec.make_config()
+    s = spec.dims
+    for b, h in itertools.product(range(s.B), range(s.H)):
+        for _ in range(200):
+            row = np.floor(d.unit((s.T,)) * 21) / 10.0
+            mine = make_plan(cfg, scores=row[None, :, None]).starts[0, :, 0]
+            if not np.array_equal(mine, plan_with_prefix_sums(row[None], cfg)[0]):
+                break
+        x["scores"][b, :, h] = row
+    return Built(x)
+
+
+def check_tenths_with_ties(out: Outcome) -> None:
+    from dla.conformance.regime_cases import plan_with_prefix_sums
+
+    scores = out.built.inputs["scores"]
+    rows = np.moveaxis(scores, 2, 1).reshape(-1, scores.shape[1])
+    other = plan_with_prefix_sums(rows, out.config)
+    mine = np.moveaxis(out.plan.starts, 2, 1).reshape(rows.shape[0], rows.shape[1], -1)
+    assert all(not np.array_equal(mine[r], other[r]) for r in range(rows.shape[0]))
+
+
+def non_unit_delta_keys(d: Draws, spec: CaseSpec) -> Built:
+    """DLA-5.2: delta keys of norms in [0.5, 1.15], used as given."""
+    x = draw_inputs(d, spec.dims, spec.make_config())
+    s = spec.dims
+    x["k"] = f32(x["k"] * (0.5 + 0.65 * d.unit((s.B, s.T, s.H, 1))))
+    return Built(x)
+
+
+def check_non_unit_keys(out: Outcome) -> None:
+    n = np.linalg.norm(out.built.inputs["k"], axis=-1)
+    assert n.min() < 0.8 and n.max() > 1.05
+    check_invariants(out)
+
+
+def check_wide(out: Outcome) -> None:
+    s = out.spec.dims
+    assert s.K != s.V and s.K > 64 and s.V > 128 and s.V % 64 and np.isfinite(out.o).all()
+
+
+def check_strong_long(out: Outcome) -> None:
+    G = np.cumsum(out.built.inputs["g"], axis=1)
+    assert G.min() < -800 and np.isfinite(out.o).all()
+
+
 # ----------------------------------------------------------------- invalid inputs
 
 
@@ -805,6 +918,41 @@ def _stream_cases() -> list[CaseSpec]:
     ]
 
 
+def _regime_cases() -> list[CaseSpec]:
+    """DLA-12.11: a golden case per regime whose inputs every float dtype represents."""
+    ext = {"score": "external"}
+    return [
+        valid("threshold_float32_tenth", "external scores float32(0.1) against tau = 0.1: "
+              "just above tau, so boundaries (exact comparison)",
+              {"capacity": 16, "tau": 0.1, **ext}, S(1, 16, 2, 4, 3), 30,
+              ("DLA-2.4", "DLA-3.1", "DLA-3.8"), float32_tenths, check_float32_tenths,
+              target="DLA-3.8"),
+        valid("repeated_keys_tau_zero", "repeated, 2^j-scaled and negated keys at tau = 0: "
+              "scores exactly 0, 1, 2, exact merge ties", {"capacity": 3, "tau": 0.0},
+              S(1, 24, 2, 6, 3), 31, (*DLA_POLICY, "DLA-2.2", "DLA-3.4", "DLA-2.6"),
+              repeated_keys, check_repeated_keys, target="DLA-2.6"),
+        valid("extreme_key_norms", "keys scaled by 2^-100 and 2^100: their squares leave "
+              "float32's range", {"capacity": 3, "tau": 0.5}, S(1, 20, 2, 4, 3), 32,
+              (*DLA_POLICY, "DLA-2.2", "DLA-2.6"), extreme_key_norms, check_extreme_norms,
+              margin_floor=F32, target="DLA-2.6"),
+        valid("information_ties_float64", "float64 scores j / 10 whose merges tie only in the "
+              "running-sum order of DLA-3.2", {"capacity": 3, "tau": 0.05, **ext},
+              S(1, 30, 3, 4, 3), 33, ("DLA-2.4", "DLA-3.2", "DLA-3.4", "DLA-3.9"),
+              tenths_with_ties, check_tenths_with_ties, target="DLA-3.9"),
+        valid("delta_non_unit_keys", "delta base with key norms in [0.5, 1.15]",
+              {"capacity": 3, "tau": 0.5, "base": "delta", **ext}, S(1, 24, 2, 5, 3), 34,
+              ("DLA-5.2", "DLA-5.5"), non_unit_delta_keys, check_non_unit_keys,
+              target="DLA-5.2"),
+        valid("wide_heads", "K = 80 and V = 136: partial second and third tiles, K != V",
+              {"capacity": 3, "tau": 0.5, **ext}, S(1, 20, 1, 80, 136), 35,
+              ("DLA-5.1", "DLA-5.3"), plain(), check_wide, target="DLA-5.3"),
+        valid("long_strong_decay", "T = 600 with g in [-3, -1): the cumulative decay reaches "
+              "about -1200", {"capacity": 4, "tau": 0.5, **ext}, S(1, 600, 1, 4, 4), 36,
+              ("DLA-5.1", "DLA-5.6"), plain(g_range=(-3.0, -1.0)), check_strong_long,
+              target="DLA-5.6"),
+    ]
+
+
 def _invalid_cases() -> list[CaseSpec]:
     E = ErrorSpec
     delta = {"capacity": 2, "tau": 0.5, "base": "delta"}
@@ -817,6 +965,28 @@ def _invalid_cases() -> list[CaseSpec]:
                 _set("q", _poke(np.inf))),
         invalid("nan_in_scores", "a NaN in external scores", E("ValueError", "DLA-9.4", "scores"),
                 _set("scores", _poke(np.nan)), ext, clauses=("DLA-2.4",)),
+        invalid("nan_in_g", "a NaN in g (NaN > 0 is false: a domain check alone misses it)",
+                E("ValueError", "DLA-9.4", "g"), _set("g", _poke(np.nan))),
+        invalid("minus_inf_in_g", "g = -inf: satisfies g <= 0, but not finite",
+                E("ValueError", "DLA-9.4", "g"), _set("g", _poke(-np.inf))),
+        invalid("nan_in_lam", "a NaN in lam", E("ValueError", "DLA-9.4", "lam"),
+                _set("lam", _poke(np.nan))),
+        invalid("nan_in_k", "a NaN in k", E("ValueError", "DLA-9.4", "k"),
+                _set("k", _poke(np.nan))),
+        invalid("inf_in_beta", "beta = inf on the delta base", E("ValueError", "DLA-9.4", "beta"),
+                _set("beta", _poke(np.inf)), delta),
+        invalid("nan_in_cache_states", "a NaN in the carried states",
+                E("ValueError", "DLA-9.4", "initial_cache.states"),
+                _with_cache(lambda c: replace(c, states=_poke(np.nan, (0, 1, 0, 0, 0))(c.states))),
+                clauses=("DLA-7.4",)),
+        invalid("inf_in_cache_info", "an Inf in the carried information",
+                E("ValueError", "DLA-9.4", "initial_cache.info"),
+                _with_cache(lambda c: replace(c, info=_poke(np.inf, (0, 1, 0))(c.info))),
+                clauses=("DLA-7.4",)),
+        invalid("nan_in_cache_prev_key", "a NaN in the carried previous key",
+                E("ValueError", "DLA-9.4", "initial_cache.prev_key"),
+                _with_cache(lambda c: replace(c, prev_key=_poke(np.nan, (0, 1, 0))(c.prev_key))),
+                clauses=("DLA-7.4",)),
         invalid("positive_g", "g > 0 at one position", E("ValueError", "DLA-9.5", "g"),
                 _set("g", _poke(0.125)), clauses=("DLA-1.4",)),
         invalid("beta_above_two", "beta = 2.5 > 2 on the delta base",
@@ -893,7 +1063,8 @@ def _invalid_cases() -> list[CaseSpec]:
 
 def catalogue() -> tuple[CaseSpec, ...]:
     """Every golden case, valid ones first, in a fixed order."""
-    cases = (*_core_cases(), *_fenwick_cases(), *_stream_cases(), *_invalid_cases())
+    cases = (*_core_cases(), *_fenwick_cases(), *_stream_cases(), *_regime_cases(),
+             *_invalid_cases())
     names = [c.name for c in cases]
     assert len(set(names)) == len(names), "duplicate case names"
     return cases

@@ -92,16 +92,23 @@ def random_inputs(
     dtype: str,
     *,
     keys: np.ndarray | None = None,
+    g_range: tuple[float, float] = (0.0, 0.5),
 ) -> dict[str, np.ndarray]:
-    """``q, k, v, g, lam`` (and ``beta`` / ``scores`` when the config uses them), quantized."""
+    """``q, k, v, g, lam`` (and ``beta`` / ``scores`` when the config uses them), quantized.
+
+    ``g`` is drawn from ``-g_range``. Under the delta base keys get norms in
+    ``[0.5, 1.15]``: with ``beta <= 1.5``, ``beta |k|^2 < 2`` keeps ``I - beta k k^T``
+    stable, and a kernel that normalises keys inside is not certified by luck
+    (keys are used as given, DLA-5.2).
+    """
     k = correlated_keys(rng, s) if keys is None else keys
     if config.base == "delta":
-        k = _unit(k)  # keeps (I - beta k k^T) a contraction, as the gated delta rule does
+        k = _unit(k) * rng.uniform(0.5, 1.15, (*k.shape[:-1], 1))
     out = {
         "q": rng.standard_normal((s.B, s.T, s.H, s.K)),
         "k": k,
         "v": rng.standard_normal((s.B, s.T, s.H, s.V)),
-        "g": -rng.uniform(0.0, 0.5, (s.B, s.T, s.H)),
+        "g": -rng.uniform(g_range[0], g_range[1], (s.B, s.T, s.H)),
         "lam": rng.uniform(0.25, 1.5, (s.B, s.T, s.H, config.capacity)),
     }
     if config.base == "delta":

@@ -16,6 +16,7 @@ import numpy as np
 from dla.cache import Cache
 from dla.conformance.checks import Check, Context
 from dla.conformance.diagnose import decision_context
+from dla.conformance.inputs import quantize
 from dla.conformance.report import ClauseResult
 from dla.conformance.tolerance import (
     Comparison,
@@ -43,12 +44,32 @@ def _dyadic(x: np.ndarray, denom: int = 64, top: float = 64.0) -> bool:
     return bool(np.all(x * denom == np.round(x * denom)) and np.all(np.abs(x) <= top))
 
 
+def _exact_in(x: np.ndarray, dtype: str) -> bool:
+    return bool(np.array_equal(quantize(np.asarray(x, np.float64), dtype), x))
+
+
 def decisions_safe(case: Any, ctx: Context) -> bool:
-    """Whether the case's plan cannot flip in the context's dtype (DLA-10.3)."""
+    """Whether the case's plan cannot flip in the context's dtype (DLA-10.3): dyadic external
+    scores; external scores the dtype represents exactly when no merge can happen (boundaries
+    compare exactly, DLA-3.8); or margins above the dtype's bound."""
     scores = case.inputs.get("scores")
-    if case.config.score == "external" and scores is not None and _dyadic(np.asarray(scores)):
-        return True
+    if case.config.score == "external" and scores is not None:
+        scores = np.asarray(scores)
+        if _dyadic(scores):
+            return True
+        if (_exact_in(scores, ctx.dtype) and case.config.policy == "dla"
+                and case.config.capacity >= scores.shape[1]):
+            return True
     return float(case.min_margin) > ctx.margin_bound
+
+
+def representable(case: Any, dtype: str) -> bool:
+    """Every float input of a valid case stays finite in ``dtype`` (keys scaled by 2^100 do
+    not fit float16): the case applies to that dtype."""
+    with np.errstate(over="ignore"):
+        return all(bool(np.isfinite(quantize(np.asarray(x, np.float64), dtype)).all())
+                   for x in case.inputs.values()
+                   if isinstance(x, np.ndarray) and x.dtype.kind == "f")
 
 
 def _valid(ctx: Context, case: Any) -> list[Comparison]:
@@ -182,7 +203,8 @@ def _invalid_for(ctx: Context, case: Any, level: str) -> Check:
 def golden_checks(ctx: Context) -> list[Check]:
     cases, failed = _golden_cases("golden")
     return failed + [_invalid_for(ctx, c, "golden") if c.kind == "invalid"
-                     else _golden_check(ctx, c) for c in cases]
+                     else _golden_check(ctx, c) for c in cases
+                     if c.kind == "invalid" or representable(c, ctx.dtype)]
 
 
 def invalid_input_checks(ctx: Context) -> list[Check]:

@@ -17,6 +17,7 @@ import numpy as np
 
 import dla.reference as ref
 from dla.config import BASES, POLICIES, SCORES, Config
+from dla.conformance import level_regimes
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     Shape,
@@ -116,7 +117,7 @@ def execute_checks(ctx: Context) -> list[Check]:
         out.append(ctx.check("execute", "DLA-1.1", f"{policy} T = 0 gives an empty output",
                              _execute(ctx, cfg, ("empty", policy), empty),
                              config=cfg, shape=empty))
-    return out
+    return out + level_regimes.execute_checks(ctx)
 
 
 # ------------------------------------------------------------------ end to end
@@ -168,4 +169,4 @@ def end_to_end_checks(ctx: Context) -> list[Check]:
                     "end_to_end", clause, f"fenwick {base} {score} C={cfg.capacity} #{rep}",
                     _e2e_dyadic(ctx, cfg, ("fw", base, score, rep), shape),
                     config=cfg, shape=shape))
-    return out
+    return out + level_regimes.end_to_end_checks(ctx)

@@ -15,6 +15,7 @@ import numpy as np
 
 import dla.reference as ref
 from dla.config import SCORES, Config
+from dla.conformance import level_regimes
 from dla.conformance.checks import Check, Context
 from dla.conformance.diagnose import decision_context
 from dla.conformance.inputs import (
@@ -138,7 +139,8 @@ def checks(ctx: Context) -> list[Check]:
         for C, tau in ((2, 0.5), (4, 0.75), (3, 0.0)):
             cfg = ctx.plan_config(capacity=C, tau=tau, score="external")
             out.append(ctx.check(
-                LEVEL, "DLA-3.4, DLA-3.1", f"dla external dyadic ties C={C} tau={tau} #{rep}",
+                LEVEL, "DLA-3.4, DLA-3.1, DLA-2.7, DLA-10.8",
+                f"dla external dyadic ties C={C} tau={tau} #{rep}",
                 _dyadic_parity(ctx, cfg, ("dy", C, tau, rep), s), config=cfg, shape=s))
         cfg = ctx.plan_config(capacity=max(s.T, 1), tau=-1.0, score="external")
         out.append(ctx.check(
@@ -169,7 +171,7 @@ def checks(ctx: Context) -> list[Check]:
                              lambda: _fenwick_too_small(ctx, small, shape),
                              config=dataclasses.replace(small, capacity=cfg.capacity),
                              shape=shape))
-    return out
+    return out + level_regimes.plan_checks(ctx)
 
 
 def _fenwick_too_small(ctx: Context, cfg: Config, s: Shape) -> Comparison:

@@ -18,6 +18,7 @@ import dla.reference as ref
 from dla.cache import Cache
 from dla.claims import Needs
 from dla.config import BASES, Config
+from dla.conformance import level_regimes
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import (
     Shape,
@@ -179,4 +180,4 @@ def streaming_checks(ctx: Context) -> list[Check]:
             out.append(ctx.check("streaming", "DLA-7.2", f"{label} {name} #{rep}",
                                  _cross(ctx, cfg, (name, rep), ref_first, s), config=cfg,
                                  shape=s, features=("streaming",)))
-    return out
+    return out + level_regimes.streaming_checks(ctx)

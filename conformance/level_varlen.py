@@ -16,6 +16,7 @@ import numpy as np
 
 import dla.reference as ref
 from dla.config import Config
+from dla.conformance import level_regimes
 from dla.conformance.checks import Check, Context
 from dla.conformance.inputs import Shape, cu_seqlens_for, piece_lengths, random_inputs
 from dla.conformance.level_numeric import split
@@ -126,7 +127,7 @@ def varlen_checks(ctx: Context) -> list[Check]:
     label, cfg, T = first_claimed(ctx, stream_configs(ctx))
     out.append(ctx.check("varlen", "DLA-9.8", "malformed cu_seqlens raise", _bad_cu(ctx, cfg),
                          config=cfg, features=("varlen",)))
-    return out
+    return out + level_regimes.varlen_checks(ctx)
 
 
 def _bad_cu(ctx: Context, config: Config) -> Callable[[], list[Comparison]]:

@@ -44,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--dla-seed", default=0, type=int, help="seed of every draw")
     group.addoption("--dla-report", default=None, metavar="PATH",
                     help="write the JSON conformance report here")
+    group.addoption("--dla-threads", default=1, type=int,
+                    help="torch intra-op threads while the checks run (0: leave as is)")
 
 
 def _words(value: str | None) -> list[str] | None:
@@ -61,9 +63,11 @@ class DLACheckItem(pytest.Item):
         self.failed_results: list[Any] = []
 
     def runtest(self) -> None:
+        from dla.conformance import torch_threads
         from dla.conformance.checks import run_check
 
-        results = run_check(self.check, self.ctx)
+        with torch_threads(self.config.getoption("--dla-threads") or None):
+            results = run_check(self.check, self.ctx)
         payload = {"index": self.index, "results": [r.to_json() for r in results]}
         self.user_properties.append((_RESULT_KEY, json.dumps(payload, default=str)))
         self.failed_results = [r for r in results if not r.passed]

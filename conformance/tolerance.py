@@ -186,10 +186,11 @@ def compare(
     elif e.ndim == 1:
         a, e = a.reshape(-1, 1), e.reshape(-1, 1)
     diff = np.abs(a - e)
-    rel_rms = float(np.linalg.norm(diff) / max(float(np.linalg.norm(e)), _TINY))
+    rel_rms = _relative_norm(diff, e)
     if group_axes is None:
         group_axes = (1, 3) if e.ndim == 4 else tuple(range(e.ndim))
-    group_rms = np.sqrt(np.mean(e * e, axis=group_axes, keepdims=True))
+    big = max(float(np.max(np.abs(e))), _TINY)  # squares of values near 1e300 overflow
+    group_rms = big * np.sqrt(np.mean((e / big) ** 2, axis=group_axes, keepdims=True))
     scale = np.maximum(np.max(np.abs(e), axis=-1), np.broadcast_to(group_rms, e.shape)[..., 0])
     bound = tol.atol + tol.rtol * scale
     err = np.max(diff, axis=-1)
@@ -198,7 +199,7 @@ def compare(
     w_err, w_bound = float(err[worst]), float(bound[worst])
     passed = rel_rms <= tol.rms and bool(np.all(err <= bound))
     where = tuple(int(i) for i in worst)
-    first = None if passed else _earliest(err > bound, e.ndim) or where
+    first = None if passed else _earliest(err > bound, e.ndim if name == "o" else 0) or where
     msg = (
         f"{name}: rel_rms {rel_rms:.3g} (bound {tol.rms:.3g}); worst at {where}: "
         f"{w_err:.3g} (bound {w_bound:.3g})"
@@ -206,8 +207,20 @@ def compare(
     if first is not None and first != where:
         msg += (f"; earliest failing at {first}: {float(err[first]):.3g} "
                 f"(bound {float(bound[first]):.3g})")
-    extra = {} if passed else _failure_extra(a, e, ratio, where, first)
+    extra = {} if passed else _failure_extra(a, e, ratio, where, first, readouts=name == "o")
     return Comparison(passed, name, rel_rms, tol.rms, where, w_err, w_bound, msg, extra, first)
+
+
+def _norm(x: np.ndarray) -> float:
+    """The Euclidean norm, computed without overflow for entries near the float64 limit."""
+    m = float(np.max(np.abs(x))) if x.size else 0.0
+    return m * float(np.linalg.norm(x / m)) if m > 0 and np.isfinite(m) else float(
+        np.linalg.norm(x))
+
+
+def _relative_norm(diff: np.ndarray, ref: np.ndarray) -> float:
+    """``||diff|| / max(||ref||, 1e-30)``, robust to huge entries (DLA-10.2)."""
+    return _norm(diff) / max(_norm(ref), _TINY)
 
 
 def _earliest(bad: np.ndarray, ndim: int) -> tuple[int, ...] | None:
@@ -239,7 +252,7 @@ def _values(x: np.ndarray, pos: tuple[int, ...]) -> list[float]:
 
 
 def _failure_extra(a: np.ndarray, e: np.ndarray, ratio: np.ndarray, where: tuple[int, ...],
-                   first: tuple[int, ...] | None) -> dict[str, Any]:
+                   first: tuple[int, ...] | None, readouts: bool = True) -> dict[str, Any]:
     """What a report shows of a failed output: values at the earliest and the worst failing
     positions, and (for ``[B, T, H, V]``) the error-to-bound ratio per readout and per
     (readout, head) of the worst batch row."""
@@ -247,7 +260,7 @@ def _failure_extra(a: np.ndarray, e: np.ndarray, ratio: np.ndarray, where: tuple
     if first is not None:
         out["first_got"] = _values(a, first)
         out["first_expected"] = _values(e, first)
-    if e.ndim == 4 and e.shape[1]:
+    if readouts and e.ndim == 4 and e.shape[1]:
         out["ratio_by_readout"] = _pooled(ratio.max(axis=(0, 2)))
         b = where[0]
         heads = ratio[b]  # [T, H]
@@ -358,11 +371,23 @@ def _plan_row(p: Plan, b: int, h: int) -> dict[str, Any]:
 
 
 def compare_cache(actual: Cache, expected: Cache, dtype: str) -> Comparison:
-    """DLA-7.2: float fields of a cache by tolerance, integer fields exactly."""
+    """DLA-7.2, DLA-10.6: float fields of a cache by tolerance, integer fields exactly.
+
+    Positions (DLA-10.6): ``states`` per ``(n, h, slot)``, its ``K x V`` matrix the
+    vector; ``info`` per ``(n, h, slot)``; ``prev_key`` per ``(n, h)``. Each field
+    taken as a whole gives the RMS scale.
+    """
     a, e = actual.to_numpy(), expected.to_numpy()
     comps = [compare_exact(getattr(a, f), getattr(e, f), f"cache.{f}") for f in CACHE_INT_FIELDS]
     for f in CACHE_FLOAT_FIELDS:
         x, y = np.asarray(getattr(a, f), np.float64), np.asarray(getattr(e, f), np.float64)
+        if x.shape != y.shape:
+            comps.append(_fail_shape(f"cache.{f}", x, y))
+            continue
+        if f == "states" and y.ndim == 5:
+            x, y = x.reshape(*x.shape[:3], -1), y.reshape(*y.shape[:3], -1)
+        elif f == "info":
+            x, y = x[..., None], y[..., None]
         comps.append(compare(x, y, dtype, name=f"cache.{f}", group_axes=tuple(range(y.ndim))))
     return _first_failure(comps, "cache")
 
@@ -379,7 +404,7 @@ def compare_gradient(actual: Any, expected: Any, dtype: str, name: str) -> Compa
     if a.shape != e.shape:
         return _fail_shape(name, a, e)
     diff = np.abs(a - e)
-    rel = float(np.linalg.norm(diff) / max(float(np.linalg.norm(e)), _TINY))
+    rel = _relative_norm(diff, e)
     where = None
     w = 0.0
     if diff.size:

@@ -142,8 +142,8 @@ class _IntegerOutput(_Recorder):
     (_IntegerOutput(), "o: the implementation returned int64"),
 ])
 def test_returned_kind_dtype_and_cache_are_checked_against_the_claims(impl, match) -> None:
-    """DLA-11.1: what comes back is of the claimed array kind, floating, and a cache only
-    when one was asked for."""
+    """DLA-11.1, DLA-1.6: what comes back is of the claimed array kind, floating, and a cache
+    only when one was asked for."""
     _, cache = _plan_and_cache()
     ad = Adapter(impl, dtype="float32")
     x = np.ones((2, 7, 2, 3))

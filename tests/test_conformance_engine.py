@@ -224,7 +224,8 @@ class _GlaOnlyCrashes(_GlaOnly):
 
 def test_unclaimed_bases_are_not_supported_not_failed() -> None:
     """DLA-11.2, DLA-12.12: checks outside the claims are reported as not supported (never
-    run), and the claims level checks that the implementation refuses them in the right form."""
+    run), and the claims level (DLA-12.9) checks that the implementation refuses them in the
+    right form."""
     report = certify(_GlaOnly(), levels=["execute", "end_to_end", "golden", "claims"],
                      dtype="float32")
     assert report.passed, report.summary()
