@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -104,14 +105,14 @@ def tie_inputs(ctx: Context, key: tuple, config: Config, s: Shape) -> Inputs:
 
 
 def plain_inputs(ctx: Context, key: tuple, config: Config, s: Shape, margins: bool = True,
-                 **kw: Any) -> Inputs:
+                 g_range: tuple[float, float] | None = None) -> Inputs:
     """Random inputs; with ``margins``, key-cosine ``dla`` plans on margin-bounded keys
     (DLA-10.3; not needed when the reference plan is injected)."""
     rng = ctx.rng("regime", *key)
     if margins and config.score == "key_cosine" and config.policy == "dla":
         return margin_inputs(rng, s, config, ctx.dtype, ctx.margin_bound,
-                             transform=lambda x: _regauge(x, rng, ctx.dtype, **kw))[0]
-    return _regauge(random_inputs(rng, s, config, ctx.dtype), rng, ctx.dtype, **kw)
+                             transform=lambda x: _regauge(x, rng, ctx.dtype, g_range))[0]
+    return _regauge(random_inputs(rng, s, config, ctx.dtype), rng, ctx.dtype, g_range)
 
 
 def _regauge(x: Inputs, rng: np.random.Generator, dtype: str,
@@ -183,22 +184,21 @@ def plan_checks(ctx: Context) -> list[Check]:
     for tau in THRESHOLDS:
         cfg = Config(capacity=ctx.capacity(s.T), tau=tau, score="external", base=base)
         out.append(ctx.check("plan", "DLA-3.8, DLA-3.1", f"scores one ulp around tau={tau} in "
-                             f"{ctx.dtype}", _plan_check(ctx, cfg, lambda c=cfg, t=tau, sh=s:
-                                                         threshold_inputs(ctx, ("thr", t), c, sh)),
+                             f"{ctx.dtype}", _plan_check(ctx, cfg,
+                                 partial(threshold_inputs, ctx, ("thr", tau), cfg, s)),
                              config=cfg, shape=s, regime="threshold_ulp"))
     s = _shape(ctx, "repeated_keys")
     for C, tau in ((3, 0.0), (2, 1.0), (4, 1.5)):
         cfg = Config(capacity=ctx.capacity(C), tau=tau, base=base)
         out.append(ctx.check("plan", "DLA-2.6, DLA-2.1", f"repeated, 2^j-scaled and negated "
                              f"keys C={cfg.capacity} tau={tau}",
-                             _plan_check(ctx, cfg, lambda c=cfg, t=tau, sh=s:
-                                         repeated_inputs(ctx, ("rep", t), c, sh)),
+                             _plan_check(ctx, cfg,
+                                 partial(repeated_inputs, ctx, ("rep", tau), cfg, s)),
                              config=cfg, shape=s, regime="repeated_keys"))
     s = _shape(ctx, "extreme_key_norms")
     cfg = Config(capacity=ctx.capacity(3), tau=0.5, base=base)
     out.append(ctx.check("plan", "DLA-2.6, DLA-2.2", f"keys of extreme norm in {ctx.dtype}",
-                         _plan_check(ctx, cfg, lambda c=cfg, sh=s:
-                                     extreme_inputs(ctx, ("ext",), c, sh)),
+                         _plan_check(ctx, cfg, partial(extreme_inputs, ctx, ("ext",), cfg, s)),
                          config=cfg, shape=s, regime="extreme_key_norms"))
     if ctx.dtype == "float64":
         s = _shape(ctx, "bit_exact_information")
@@ -206,22 +206,21 @@ def plan_checks(ctx: Context) -> list[Check]:
             cfg = Config(capacity=ctx.capacity(C), tau=tau, score="external", base=base)
             out.append(ctx.check("plan", "DLA-3.2, DLA-3.9", f"float64 information ties "
                                  f"C={cfg.capacity} tau={tau}",
-                                 _plan_check(ctx, cfg, lambda c=cfg, t=tau, sh=s:
-                                             tie_inputs(ctx, ("tie", t), c, sh)),
+                                 _plan_check(ctx, cfg,
+                                     partial(tie_inputs, ctx, ("tie", tau), cfg, s)),
                                  config=cfg, shape=s, regime="bit_exact_information"))
     s = _shape(ctx, "many_rows")
     for score in ("external", "key_cosine"):
         cfg = Config(capacity=ctx.capacity(3), tau=0.5, score=score, base=base)
         out.append(ctx.check("plan", "DLA-1.1, DLA-3.3", f"{s.B * s.H} rows, {score}",
-                             _plan_check(ctx, cfg, lambda c=cfg, sc=score, sh=s:
-                                         plain_inputs(ctx, ("rows", sc), c, sh)),
+                             _plan_check(ctx, cfg,
+                                 partial(plain_inputs, ctx, ("rows", score), cfg, s)),
                              config=cfg, shape=s, regime="many_rows"))
     s = _shape(ctx, "chunk_edges")
     cfg, T = ctx.fenwick(s.T, score="external", base=base)
     s = dataclasses.replace(s, T=T)
     out.append(ctx.check("plan", "DLA-4.1, DLA-4.2", f"fenwick across a new level, T = {T}",
-                         _plan_check(ctx, cfg, lambda c=cfg, sh=s:
-                                     plain_inputs(ctx, ("fw-edge",), c, sh)),
+                         _plan_check(ctx, cfg, partial(plain_inputs, ctx, ("fw-edge",), cfg, s)),
                          config=cfg, shape=s, regime="chunk_edges"))
     return out
 
@@ -234,29 +233,28 @@ def end_to_end_checks(ctx: Context) -> list[Check]:
         tau = THRESHOLDS[0]
         cfg = Config(capacity=ctx.capacity(s.T), tau=tau, score="external", base=base)
         out.append(ctx.check("end_to_end", "DLA-3.8, DLA-3.1", f"{base} scores one ulp around "
-                             f"tau={tau}", _forward_check(ctx, cfg, lambda c=cfg, sh=s:
-                                                          threshold_inputs(ctx, ("thr-e",), c, sh)),
+                             f"tau={tau}", _forward_check(ctx, cfg,
+                                 partial(threshold_inputs, ctx, ("thr-e",), cfg, s)),
                              config=cfg, shape=s, regime="threshold_ulp"))
         s = _shape(ctx, "repeated_keys")
         cfg = Config(capacity=ctx.capacity(3), tau=0.0, base=base)
         out.append(ctx.check("end_to_end", "DLA-2.6, DLA-2.1", f"{base} repeated keys tau=0",
-                             _forward_check(ctx, cfg, lambda c=cfg, sh=s:
-                                            repeated_inputs(ctx, ("rep-e",), c, sh)),
+                             _forward_check(ctx, cfg,
+                                 partial(repeated_inputs, ctx, ("rep-e",), cfg, s)),
                              config=cfg, shape=s, regime="repeated_keys"))
         if base == "gla":  # the delta transition I - beta k k^T needs |k| near 1 (DLA-5.2)
             s = _shape(ctx, "extreme_key_norms")
             cfg = Config(capacity=ctx.capacity(3), tau=0.5, base=base)
             out.append(ctx.check("end_to_end", "DLA-2.6, DLA-2.2", "gla keys of extreme norm",
-                                 _forward_check(ctx, cfg, lambda c=cfg, sh=s:
-                                                extreme_inputs(ctx, ("ext-e",), c, sh)),
+                                 _forward_check(ctx, cfg,
+                                     partial(extreme_inputs, ctx, ("ext-e",), cfg, s)),
                                  config=cfg, shape=s, regime="extreme_key_norms"))
         if ctx.dtype == "float64":
             s = _shape(ctx, "bit_exact_information")
             cfg = Config(capacity=ctx.capacity(3), tau=0.05, score="external", base=base)
             out.append(ctx.check("end_to_end", "DLA-3.2, DLA-3.9", f"{base} float64 "
                                  "information ties", _forward_check(
-                                     ctx, cfg, lambda c=cfg, sh=s:
-                                     tie_inputs(ctx, ("tie-e",), c, sh)),
+                                     ctx, cfg, partial(tie_inputs, ctx, ("tie-e",), cfg, s)),
                                  config=cfg, shape=s, regime="bit_exact_information"))
         out.extend(_numeric_regimes(ctx, "end_to_end", base, inject=False))
     return out
@@ -285,8 +283,8 @@ def _numeric_regimes(ctx: Context, level: str, base: str, inject: bool) -> list[
     out = []
     clause = {"gla": "DLA-5.1", "delta": "DLA-5.2"}[base]
     plans = _policies(ctx, base, "key_cosine" if inject else "external")
-    for name, extra in (("wide_heads", {}), ("many_rows", {}),
-                        ("long_strong_decay", {"g_range": STRONG_DECAY})):
+    for name, decay in (("wide_heads", None), ("many_rows", None),
+                        ("long_strong_decay", STRONG_DECAY)):
         s0 = _shape(ctx, name)
         for policy, score in plans:
             cfg, s = _config(ctx, policy, score, base, s0)
@@ -295,8 +293,8 @@ def _numeric_regimes(ctx: Context, level: str, base: str, inject: bool) -> list[
             out.append(ctx.check(
                 level, cite, f"{policy} {base} {name.replace('_', ' ')} "
                 f"(B={s.B} T={s.T} H={s.H} K={s.K} V={s.V})",
-                _forward_check(ctx, cfg, lambda c=cfg, t=tag, sh=s, e=extra:
-                               plain_inputs(ctx, (t,), c, sh, margins=not inject, **e),
+                _forward_check(ctx, cfg,
+                    partial(plain_inputs, ctx, (tag,), cfg, s, margins=not inject, g_range=decay),
                                inject=inject),
                 config=cfg, shape=s, regime=name))
     s0 = _shape(ctx, "chunk_edges")
@@ -307,8 +305,8 @@ def _numeric_regimes(ctx: Context, level: str, base: str, inject: bool) -> list[
         tag = f"{level}-edge-{T}-{policy}-{base}"
         out.append(ctx.check(
             level, f"{clause}, DLA-5.6", f"{policy} {base} T = {s.T} (chunk edge)",
-            _forward_check(ctx, cfg, lambda c=cfg, t=tag, sh=s:
-                           plain_inputs(ctx, (t,), c, sh, margins=not inject), inject=inject),
+            _forward_check(ctx, cfg,
+                partial(plain_inputs, ctx, (tag,), cfg, s, margins=not inject), inject=inject),
             config=cfg, shape=s, regime="chunk_edges"))
     return out
 
@@ -324,15 +322,14 @@ def streaming_checks(ctx: Context) -> list[Check]:
     """Pieces == one pass in the long-decay and wide-head regimes (DLA-12.4)."""
     out = []
     for base in BASES:
-        for name, extra in (("long_strong_decay", {"g_range": STRONG_DECAY}),
-                            ("wide_heads", {})):
+        for name, decay in (("long_strong_decay", STRONG_DECAY), ("wide_heads", None)):
             s = _shape(ctx, name)
             cfg = Config(capacity=ctx.capacity(3), tau=0.5, score="external", base=base)
             tag = ("stream", name, base)
             out.append(ctx.check(
                 "streaming", "DLA-7.2", f"dla {base} {name.replace('_', ' ')} in pieces",
-                _pieces_check(ctx, cfg, lambda c=cfg, t=tag, sh=s, e=extra:
-                              plain_inputs(ctx, t, c, sh, **e), tag),
+                _pieces_check(ctx, cfg, partial(plain_inputs, ctx, tag, cfg, s, g_range=decay),
+                              tag),
                 config=cfg, shape=s, features=("streaming",), regime=name))
     return out
 
