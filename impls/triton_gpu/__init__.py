@@ -1,17 +1,18 @@
-"""Chunked Triton kernels for the DLA-v1 forward, ``gla`` base (DLA-3 to DLA-8, DLA-11).
+"""Chunked Triton kernels for the DLA-v1 forward and backward, ``gla`` base (DLA-3 to DLA-8,
+DLA-10.5, DLA-11).
 
 - :mod:`dla.impls.triton_gpu.plan_kernel`: token scores, DLA scan kernel, Fenwick partition
 - :mod:`dla.impls.triton_gpu.forward_kernels`: state pass and output kernels (chunked)
+- :mod:`dla.impls.triton_gpu.backward_kernels`: reverse state-gradient pass and per-chunk
+  ``dq, dk, dv, dg, dlam`` (plan frozen, DLA-6.2)
+- :mod:`dla.impls.triton_gpu.checks`: the value rules of DLA-9 in one device reduction
 - :mod:`dla.impls.triton_gpu.api`: ``forward``, ``make_plan``: caches, varlen, plan injection
 - :mod:`dla.impls.triton_gpu.rows`: where each (sequence, head) row and chunk lives
 - :mod:`dla.impls.triton_gpu.autograd`: the exported ``forward``: ``api.forward``, made
-  differentiable (DLA-10.5)
+  differentiable by the Triton backward (DLA-10.5)
 
-Backward is a recompute through :mod:`dla.impls.torch_cpu` (plan frozen, DLA-6.2), not a
-Triton kernel: correct and certified by the ``gradients`` level (DLA-12.6), but it costs a
-torch_cpu forward plus its autograd backward on the same device (certified on an H200, its
-time not measured).
-Without inputs that require grad, ``forward`` is the Triton forward alone.
+Without inputs that require grad, ``forward`` is the Triton forward alone; with them, the
+backward is Triton kernels too (no recompute through another implementation).
 
 On a machine without CUDA the same kernels run on CPU tensors under Triton's
 interpreter (``TRITON_INTERPRET=1``, set before ``triton`` is imported); there the

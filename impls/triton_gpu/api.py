@@ -1,18 +1,24 @@
 """``forward`` and ``make_plan`` of the Triton implementation (DLA-11.1).
 
-Validation is ``dla.reference.validation`` (DLA-9). Layout, carried caches
-(DLA-7) and packed sequences (DLA-8) are handled here; the kernels live in
-``plan_kernel`` and ``forward_kernels``.
+Validation is ``dla.reference.validation`` (DLA-9): ``make_plan`` calls it whole;
+``forward`` checks the value rules of its float inputs in one device reduction read
+once (:mod:`checks`) and leaves the rest to the shared functions. Layout, carried
+caches (DLA-7) and packed sequences (DLA-8) are handled here; the kernels live in
+``plan_kernel`` and ``forward_kernels``. :func:`prepare` and :func:`execute` are the
+two halves of :func:`forward`, shared with the differentiable forward of ``autograd``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from dla.cache import Cache
 from dla.config import Config
+from dla.impls.triton_gpu import checks
+from dla.impls.triton_gpu.checks import Pending
 from dla.impls.triton_gpu.forward_kernels import launch_forward, previous_partition
 from dla.impls.triton_gpu.plan_kernel import DevicePlan, plan_dla, plan_fenwick, token_scores
 from dla.impls.triton_gpu.rows import Rows, make_rows
@@ -152,32 +158,123 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
 
 
 def _final_info(p: DevicePlan, iota: torch.Tensor, rows: Rows, init) -> torch.Tensor:
-    """DLA-3.2 through the plan's merges: carried informations and scores, grouped by final slot."""
+    """DLA-3.2, DLA-6.2 through the plan's merges: each final slot's carried informations (oldest
+    first) plus its tokens' scores, by prefix sums over the tokens (deterministic, no sync)."""
     if p.final_info is not None:
         return p.final_info
     count0, starts0, info0 = init[:3]
-    N, H, C = info0.shape
-    out = info0.clone()
-    for n in range(N):
-        length = int(rows.lens[n])
-        if length == 0:
-            continue
-        b, p0 = int(rows.bos[n]), int(rows.pos0[n])
-        last = b + length - 1
-        st = p.starts[last].long()  # [H, C]
-        cnt = p.count[last].long()  # [H]
-        big = torch.iinfo(torch.int64).max
-        lo = torch.where(torch.arange(C, device=st.device) < cnt[:, None], st, big)
-        pos = torch.arange(p0, p0 + length, device=st.device)
-        tok_slot = (pos[None, :, None] >= lo[:, None, :]).sum(-1) - 1  # [H, L]
-        old = torch.where(torch.arange(C, device=st.device) < count0[n][:, None].long(),
-                          starts0[n].long(), big)
-        old_slot = (old[:, :, None] >= lo[:, None, :]).sum(-1) - 1  # [H, C]
-        acc = torch.zeros((H, C + 1), dtype=torch.float64, device=st.device)
-        acc.scatter_add_(1, torch.where(old < big, old_slot, C), info0[n])
-        acc.scatter_add_(1, tok_slot, iota[b:b + length].T)
-        out[n] = acc[:, :C]
-    return out
+    _, H, C = info0.shape
+    n_tok = iota.shape[0]
+    if n_tok == 0:
+        return info0.clone()
+    dev = iota.device
+    big = torch.iinfo(torch.int64).max
+    j = torch.arange(C, device=dev)
+    last = (rows.bos.long() + rows.lens.long() - 1).clamp(min=0)
+    cnt = p.count[last].long()  # [N, H]
+    lo = torch.where(j < cnt[..., None], p.starts[last].long(), big)  # final partition
+    hi = torch.cat([lo[..., 1:], torch.full_like(lo[..., :1], big)], -1)
+    p0 = rows.pos0.long()[:, None, None]
+    n = rows.lens.long()[:, None, None]
+    first = rows.bos.long()[:, None, None]
+    a = first + (lo.clamp(max=2**62) - p0).clamp(0, None).minimum(n)  # token range of each slot
+    b = first + (hi.clamp(max=2**62) - p0).clamp(0, None).minimum(n)
+    cs = torch.zeros((n_tok + 1, H), dtype=torch.float64, device=dev)
+    cs[1:] = iota.to(torch.float64).cumsum(0)
+    hh = torch.arange(H, device=dev)[None, :, None]
+    tokens = cs[b, hh] - cs[a, hh]  # [N, H, C]
+    old = torch.where(j < count0[..., None].long(), starts0.long(), big)
+    inside = (old[..., None, :] >= lo[..., :, None]) & (old[..., None, :] < hi[..., :, None])
+    carried = torch.where(inside & (old[..., None, :] < big), info0[..., None, :], 0.0).sum(-1)
+    info = torch.where(j < cnt[..., None], carried + tokens, 0.0)
+    return torch.where((rows.lens > 0)[:, None, None], info, info0)
+
+
+@dataclass
+class Prepared:
+    """A validated call in the kernels' layout, its plan and the pending value check."""
+
+    call: val.Call
+    config: Config
+    rows: Rows
+    init: tuple
+    flat: dict[str, Any]  # q, k, v, g, lam, scores: [B * T, H, ...] contiguous (scores or None)
+    plan: DevicePlan
+    iota: torch.Tensor | None
+    prev: tuple[torch.Tensor, torch.Tensor]
+    scale: float
+    pending: Pending
+    shape: tuple[int, int, int, int, int]  # B, T, H, K, V
+
+
+def prepare(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: Any = None,
+            scores: Any = None, plan: Plan | None = None, initial_cache: Cache | None = None,
+            output_final_cache: bool = False, cu_seqlens: Any = None,
+            chunk: int = CHUNK) -> Prepared:
+    """Validate (DLA-9; the value rules pending, :mod:`checks`), refuse what the kernels do
+    not support (DLA-11.2), lay out the rows and make or take the plan (DLA-6.2)."""
+    args = {"beta": beta, "scores": scores, "plan": plan, "initial_cache": initial_cache,
+            "cu_seqlens": cu_seqlens}
+
+    def full_check() -> val.Call:
+        return val.check_forward_call(q, k, v, g, lam, config, kind="torch", **args)
+
+    plain = checks.plain_call(q, k, v, g, lam, config, beta, scores, plan, initial_cache,
+                              cu_seqlens)
+    if plain:
+        call = checks.check_structure(args, *q.shape[:3], q.shape[3], v.shape[3], config)
+    else:  # the shared validation, value rules included, raises whatever is wrong
+        call = full_check()
+    _require_gla(config)
+    _require_kernel_dtype(q)
+    B, T, H = call.B, call.T, call.H
+    K, V = int(q.shape[3]), int(v.shape[3])
+    dev = q.device
+    rows, init = _setup(call, initial_cache, dev, chunk)
+    flat = {n: _flat(x, dev) for n, x in (("q", q), ("k", k), ("v", v), ("g", g), ("lam", lam),
+                                          ("scores", scores))}
+    flags = None
+    if plain and T:
+        flags = checks.value_flags(flat["q"], flat["k"], flat["v"], flat["g"], flat["lam"],
+                                   flat["scores"])
+    pending = checks.Pending(flags, full_check).start()
+    if plan is None:
+        p, iota = _device_plan(config, rows, flat["k"], flat["scores"], init, B * T, H)
+    else:  # an injected plan is executed as given (DLA-6.2): no scan
+        p, iota = _from_plan(plan, dev), None
+    prev = previous_partition(p, rows, init[0], init[1])
+    return Prepared(call, config, rows, init, flat, p, iota, prev, config.resolved_scale(K),
+                    pending, (B, T, H, K, V))
+
+
+def carried_states(initial_cache: Cache | None, dev: torch.device) -> torch.Tensor | None:
+    """The carried states in float32 (DLA-7.1), or None for a fresh call."""
+    if initial_cache is None:
+        return None
+    return torch.as_tensor(initial_cache.states).to(dev, torch.float32)
+
+
+def execute(prep: Prepared, states0: torch.Tensor | None, keep_snapshots: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The forward kernels (DLA-5): ``o [B, T, H, V]``, the final states ``[N, H, C, K, V]``
+    float32 (unused slots zero) and, with ``keep_snapshots``, the state snapshots."""
+    f = prep.flat
+    B, T, H, _, V = prep.shape
+    o, final, h = launch_forward(f["q"], f["k"], f["v"], f["g"], f["lam"], prep.plan, prep.rows,
+                                 states0, prep.prev, prep.scale, f["q"].dtype)
+    count = final_count(prep)
+    used = torch.arange(final.shape[2], device=final.device) < count[..., None]
+    final = torch.where(used[..., None, None], final, 0.0)  # unused slots: zeros (DLA-7.1)
+    return o.reshape(B, T, H, V), final, (h if keep_snapshots else None)
+
+
+def final_count(prep: Prepared) -> torch.Tensor:
+    """``[N, H]`` int64: the number of states after each sequence's last token."""
+    p, rows, count0 = prep.plan, prep.rows, prep.init[0]
+    if p.count.shape[0] == 0:
+        return count0.long()
+    last = (rows.bos.long() + rows.lens.long() - 1).clamp(min=0)
+    return torch.where((rows.lens > 0)[:, None], p.count[last], count0).long()
 
 
 def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: Any = None,
@@ -185,31 +282,23 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
             output_final_cache: bool = False, cu_seqlens: Any = None,
             chunk: int = CHUNK) -> tuple[torch.Tensor, Cache | None]:
     """DLA-5, DLA-11.1: ``o [B, T, H, V]`` in ``q``'s dtype and optionally the final cache."""
-    call = val.check_forward_call(q, k, v, g, lam, config, kind="torch", beta=beta,
-                                  scores=scores, plan=plan, initial_cache=initial_cache,
-                                  cu_seqlens=cu_seqlens)
-    _require_gla(config)
-    _require_kernel_dtype(q)
-    B, T, H = call.B, call.T, call.H
-    K, V = int(q.shape[3]), int(v.shape[3])
-    dev = q.device
-    rows, init = _setup(call, initial_cache, dev, chunk)
-    qf, kf, vf, gf, lf = (_flat(x, dev) for x in (q, k, v, g, lam))
-    if plan is None:
-        p, iota = _device_plan(config, rows, kf, _flat(scores, dev), init, B * T, H)
-    else:  # an injected plan is executed as given (DLA-6.2): no scan
-        p, iota = _from_plan(plan, dev), None
-    states0 = (None if initial_cache is None else
-               torch.as_tensor(initial_cache.states).to(dev, torch.float32))
-    prev = previous_partition(p, rows, init[0], init[1])
-    o, final = launch_forward(qf, kf, vf, gf, lf, p, rows, states0, prev,
-                              config.resolved_scale(K), q.dtype)
-    o = o.reshape(B, T, H, V)
-    if not output_final_cache:
-        return o, None
-    if iota is None:
-        iota = _scores(config, rows, kf, _flat(scores, dev), init)
-    return o, _final_cache(p, iota, rows, init, final, kf, K)
+    prep = prepare(q, k, v, g, lam, config, beta=beta, scores=scores, plan=plan,
+                   initial_cache=initial_cache, output_final_cache=output_final_cache,
+                   cu_seqlens=cu_seqlens, chunk=chunk)
+    o, final, _ = execute(prep, carried_states(initial_cache, q.device))
+    cache = final_cache(prep, final) if output_final_cache else None
+    prep.pending.check()
+    return o, cache
+
+
+def final_cache(prep: Prepared, states: torch.Tensor) -> Cache:
+    """DLA-7.1: the cache after the last token of every sequence (``states [N, H, C, K, V]``)."""
+    iota = prep.iota
+    if iota is None and prep.plan.final_info is None:
+        iota = _scores(prep.config, prep.rows, prep.flat["k"], prep.flat["scores"], prep.init)
+    assert iota is not None or prep.plan.final_info is not None
+    K = prep.shape[3]
+    return _final_cache(prep.plan, iota, prep.rows, prep.init, states, prep.flat["k"], K)
 
 
 def _final_cache(p: DevicePlan, iota, rows: Rows, init, states, kf, K: int) -> Cache:
@@ -228,8 +317,6 @@ def _final_cache(p: DevicePlan, iota, rows: Rows, init, states, kf, K: int) -> C
         labels = torch.where(has[:, None, None], p.labels[last].long(), init[5])
         prev_key = torch.where(has[:, None, None], kf[last].to(torch.float64), pk0)
     prev_key = prev_key.to(torch.float64 if kf.dtype == torch.float64 else torch.float32)
-    used = torch.arange(states.shape[2], device=states.device) < count[..., None]
-    states = torch.where(used[..., None, None], states, 0.0)  # unused slots: zeros (DLA-7.1)
     return Cache(states=states, info=_final_info(p, iota, rows, init), starts=starts, labels=labels,
                  count=count, prev_key=prev_key,
                  position=(rows.pos0.long() + rows.lens.long()))

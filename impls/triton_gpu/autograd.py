@@ -1,41 +1,36 @@
-"""Gradients of the Triton forward: backward by recompute through ``torch_cpu`` (DLA-10.5).
+"""Gradients of the Triton forward: a chunked Triton backward, plan frozen (DLA-6.2, DLA-10.5).
 
 :func:`forward` has the signature of :func:`dla.impls.triton_gpu.api.forward`.
 
 - When no float input requires grad (``q, k, v, g, lam`` and, with a cache,
-  ``initial_cache.states``) it *is* ``api.forward``: the Triton kernels, no
-  autograd bookkeeping.
-- Otherwise the output comes from the same Triton kernels, run on detached
-  inputs with the plan made explicit (the caller's ``plan``, or
-  ``api.make_plan`` of the same scores, cache and ``cu_seqlens``), so the
-  forward and the backward use one discrete plan. The backward recomputes the
-  output (and, with ``output_final_cache=True``, the final states) with the
-  differentiable :func:`dla.impls.torch_cpu.api.forward`, that plan injected
-  (DLA-6.2), on the inputs' device, and returns its ``torch.autograd.grad``
-  for ``q, k, v, g, lam`` and the carried ``initial_cache.states``. 16-bit
-  inputs are recomputed in float32 and their gradients cast back to the
-  input's dtype.
+  ``initial_cache.states``), or grad mode is off, it *is* ``api.forward``.
+- Otherwise the forward kernels run once on detached inputs, keeping their state
+  snapshots, with the plan the call executes (the injected ``plan``, or the one
+  the device scan makes for the call's scores, cache and ``cu_seqlens``): that
+  discrete plan is what the backward differentiates through, held fixed.
+  The backward (:mod:`backward_kernels`) runs the reverse recurrence of the
+  state gradients over the chunks, then every chunk's ``dq, dk, dv, dlam`` and
+  ``dG = q . dq - k . dk`` in parallel, and ``dg`` as the reverse cumulative sum of
+  ``dG`` over each sequence. 16-bit inputs accumulate in float32 and get their
+  gradients in their own dtype (DLA-1.3); ``g``, ``lam`` and the carried states
+  get theirs in their own dtypes.
 
-The plan is frozen (DLA-6.2): the gradient is the one of DLA-10.5, taken with
-the discrete decisions held fixed, for ``q, k, v, g, lam`` (``k`` only
-through the readout, not through the key scores that chose the plan).
+The gradient is the one of DLA-10.5, taken with the discrete decisions held
+fixed, for ``q, k, v, g, lam`` (``k`` only through the readout, not through the
+key scores that chose the plan) and the carried ``initial_cache.states``.
 ``scores`` get no gradient (DLA-10.5 lists no score among the differentiable
-inputs), and neither do the final cache's ``prev_key`` and ``info``. The
-final cache's ``states`` are differentiable.
-
-Cost: the backward is not a Triton kernel. It is one forward and one autograd
-backward of the chunked torch executor on the inputs' device, plus, only when
-the final states need gradients, a float64 copy of ``k`` (or ``scores``) to the
-host, where torch_cpu computes the token scores, and the executor's activations
-held during the backward; its time is not measured. It is correct and certified
-(the ``gradients`` level, DLA-12.6, on an H200 too), not fast. The backward is
-itself not differentiable (no double backward).
+inputs), and neither do the final cache's ``prev_key`` and ``info`` or the
+carried cache's other fields. The final cache's ``states`` are differentiable.
+The backward is itself not differentiable (no double backward). Memory: the
+forward keeps its state snapshots (``[chunks, H, C, K, V]`` in the snapshot
+dtype) until the backward, which allocates as many again for the state gradients.
+No torch fallback: every call the forward accepts is differentiated by the Triton
+kernels (``delta``, float64 and the sizes of ``api`` are refused by the forward).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,11 +38,14 @@ from torch.autograd.function import once_differentiable
 
 from dla.cache import Cache
 from dla.config import Config
-from dla.impls.torch_cpu import api as torch_api
 from dla.impls.triton_gpu import api
+from dla.impls.triton_gpu.backward_kernels import (
+    gate_gradient,
+    launch_dstate_pass,
+    launch_token_grads,
+)
+from dla.impls.triton_gpu.forward_kernels import snapshot_dtype
 from dla.plan import Plan
-
-_COMPUTE = torch.float32  # the recompute dtype: torch_cpu computes in float32 or float64
 
 
 def _requires_grad(x: Any) -> bool:
@@ -64,88 +62,85 @@ def _detached_cache(cache: Cache | None) -> Cache | None:
     return dataclasses.replace(cache, states=_detached(cache.states))
 
 
-@dataclass
-class _Call:
-    """Everything of one call that is not a differentiable tensor (the plan made explicit)."""
-
-    config: Config
-    beta: Any
-    scores: Any
-    plan: Plan
-    cache: Cache | None  # states detached; the Function's ``states`` argument replaces them
-    output_final_cache: bool
-    cu_seqlens: Any
-    chunk: int
-    final: Cache | None = None  # the Triton final cache, handed from the Function's forward
+def _flat(x: torch.Tensor, prep: api.Prepared) -> torch.Tensor:
+    """A gradient ``[B, T, H, D]`` as the kernels' contiguous ``[B * T, H, D]``."""
+    B, T, H = prep.shape[:3]
+    return x.reshape(B * T, H, x.shape[-1]).contiguous()
 
 
-def _with_states(cache: Cache | None, states: torch.Tensor | None) -> Cache | None:
-    return None if cache is None else dataclasses.replace(cache, states=states)
+def _final_gradient(prep: api.Prepared, grad_final: torch.Tensor | None) -> torch.Tensor | None:
+    """The gradient of the final states, float32, zero in unused slots (DLA-7.1); None if
+    the final states did not reach the loss."""
+    if grad_final is None or grad_final.numel() == 0:
+        return None
+    count = api.final_count(prep)
+    used = torch.arange(grad_final.shape[2], device=grad_final.device) < count[..., None]
+    return torch.where(used[..., None, None], grad_final.float(), 0.0)
 
 
-class _TritonWithRecompute(torch.autograd.Function):
-    """Outputs ``(o, final states or an empty tensor)``; inputs ``call, q, k, v, g, lam,
-    states`` (``states`` the carried cache's, or None)."""
+def backward(prep: api.Prepared, h: torch.Tensor, final: torch.Tensor,
+             grad_o: torch.Tensor | None, grad_final: torch.Tensor | None
+             ) -> tuple[torch.Tensor, ...]:
+    """DLA-10.5: ``dq, dk, dv, dg, dlam`` flat ``[B * T, H, ...]`` and the gradient of the
+    carried states ``[N, H, C, K, V]`` float32 (zero in the carried cache's unused slots)."""
+    f, rows, plan = prep.flat, prep.rows, prep.plan
+    B, T, H, K, V = prep.shape
+    C = prep.config.capacity
+    dev = f["q"].device
+    do = (torch.zeros((B * T, H, V), dtype=f["q"].dtype, device=dev) if grad_o is None
+          else _flat(grad_o.to(f["q"].dtype), prep))
+    dfinal = _final_gradient(prep, grad_final)
+    dfin = dfinal if dfinal is not None else torch.zeros_like(final)
+    dh = torch.empty((rows.n_snapshots, H, C, K, V), dtype=snapshot_dtype(f["q"].dtype),
+                     device=dev)
+    nt = (rows.lens.long() + rows.chunk - 1) // rows.chunk
+    dh[rows.hofs.long() + nt] = dfin.to(dh.dtype)  # place NT_n: the final states' gradient
+    dstates = launch_dstate_pass(f["q"], do, f["g"], f["lam"], plan, rows, prep.prev, dh, dfin,
+                                 prep.scale)
+    dq, dk, dv, dlam, dG = launch_token_grads(f["q"], f["k"], f["v"], f["g"], f["lam"], do, plan,
+                                              rows, prep.prev, h, dh, prep.scale,
+                                              f["lam"].dtype)
+    final_term = None if dfinal is None else (dfinal * final).sum((2, 3, 4))
+    dg = gate_gradient(dG, rows, B, prep.call.packed, final_term)
+    used0 = torch.arange(C, device=dev) < prep.init[0].long()[..., None]
+    dstates = torch.where(used0[..., None, None], dstates, 0.0)
+    return dq, dk, dv, dg, dlam, dstates
+
+
+class _TritonFunction(torch.autograd.Function):
+    """Outputs ``(o, final states)``; inputs ``prep, q, k, v, g, lam, states`` (``states``
+    the carried cache's, or None). ``prep`` holds the detached, flattened inputs."""
 
     @staticmethod
-    def forward(ctx: Any, call: _Call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                g: torch.Tensor, lam: torch.Tensor, states: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        o, final = api.forward(q, k, v, g, lam, call.config, beta=call.beta, scores=call.scores,
-                               plan=call.plan, initial_cache=_with_states(call.cache, states),
-                               output_final_cache=call.output_final_cache,
-                               cu_seqlens=call.cu_seqlens, chunk=call.chunk)
-        call.final = final
-        ctx.call = call
-        ctx.save_for_backward(q, k, v, g, lam, states)
+    def forward(ctx: Any, prep: api.Prepared, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor, g: torch.Tensor, lam: torch.Tensor,
+                states: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        states0 = None if states is None else states.detach().to(q.device, torch.float32)
+        o, final, h = api.execute(prep, states0, keep_snapshots=True)
+        ctx.prep, ctx.h = prep, h
+        ctx.inputs = [(x.shape, x.dtype, x.device) if x is not None else None
+                      for x in (q, k, v, g, lam, states)]
+        ctx.save_for_backward(final)
         ctx.set_materialize_grads(False)
-        if final is None:
-            empty = o.new_empty(0)
-            ctx.mark_non_differentiable(empty)
-            return o, empty
-        return o, final.states
+        return o, final
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_o: torch.Tensor | None, grad_states: torch.Tensor | None
+    def backward(ctx: Any, grad_o: torch.Tensor | None, grad_final: torch.Tensor | None
                  ) -> tuple[torch.Tensor | None, ...]:
-        saved = ctx.saved_tensors
+        (final,) = ctx.saved_tensors
         wanted = ctx.needs_input_grad[1:]
-        grads = _recompute_gradients(ctx.call, saved, wanted, grad_o, grad_states)
-        return (None, *grads)
-
-
-def _recompute_gradients(call: _Call, saved: tuple, wanted: tuple[bool, ...],
-                         grad_o: torch.Tensor | None, grad_states: torch.Tensor | None
-                         ) -> list[torch.Tensor | None]:
-    """DLA-10.5: ``torch.autograd.grad`` of the ``torch_cpu`` recompute, plan frozen."""
-    if not any(wanted) or (grad_o is None and grad_states is None):
-        return [None] * len(saved)
-    with torch.enable_grad():
-        leaves = [None if x is None else x.detach().to(_COMPUTE).requires_grad_(w)
-                  for x, w in zip(saved, wanted, strict=True)]
-        need_states = grad_states is not None and grad_states.numel() > 0
-        o, final = torch_api.forward(
-            *leaves[:5], call.config, beta=call.beta, scores=call.scores, plan=call.plan,
-            initial_cache=_with_states(call.cache, leaves[5]), output_final_cache=need_states,
-            cu_seqlens=call.cu_seqlens)
-        outputs, cotangents = [], []
-        if grad_o is not None:
-            outputs.append(o)
-            cotangents.append(grad_o.to(o.dtype))
-        if need_states:
-            assert final is not None and grad_states is not None
-            outputs.append(final.states)
-            cotangents.append(grad_states.to(final.states.dtype))
-        inputs = [x for x, w in zip(leaves, wanted, strict=True) if w and x is not None]
-        got = iter(torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True))
-    out: list[torch.Tensor | None] = []
-    for x, w in zip(saved, wanted, strict=True):
-        d = next(got) if w else None
-        if w and d is None:  # an input the output does not depend on
-            d = torch.zeros_like(x)
-        out.append(None if d is None else d.to(x.dtype))
-    return out
+        if not any(wanted) or (grad_o is None and grad_final is None):
+            return (None,) * 7
+        grads = backward(ctx.prep, ctx.h, final, grad_o, grad_final)
+        out: list[torch.Tensor | None] = [None]
+        for d, w, meta in zip(grads, wanted, ctx.inputs, strict=True):
+            if not w or meta is None:
+                out.append(None)
+                continue
+            shape, dtype, device = meta
+            out.append(d.reshape(shape).to(device=device, dtype=dtype))
+        return tuple(out)
 
 
 def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: Any = None,
@@ -160,18 +155,17 @@ def forward(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config, *, beta: A
     that requires grad this is exactly ``api.forward``.
     """
     states = None if initial_cache is None else initial_cache.states
-    if not any(_requires_grad(x) for x in (q, k, v, g, lam, states)):
+    if not torch.is_grad_enabled() or not any(
+            _requires_grad(x) for x in (q, k, v, g, lam, states)):
         return api.forward(q, k, v, g, lam, config, beta=beta, scores=scores, plan=plan,
                            initial_cache=initial_cache, output_final_cache=output_final_cache,
                            cu_seqlens=cu_seqlens, chunk=chunk)
     cache = _detached_cache(initial_cache)
-    if plan is None:
-        plan = api.make_plan(config, k=_detached(k), scores=_detached(scores),
-                             initial_cache=cache, cu_seqlens=cu_seqlens, chunk=chunk)
-    call = _Call(config, _detached(beta), _detached(scores), plan, cache, output_final_cache,
-                 cu_seqlens, chunk)
-    o, final_states = _TritonWithRecompute.apply(call, q, k, v, g, lam, states)
-    final, call.final = call.final, None  # ctx keeps ``call``: no cycle through an output
-    if final is None:
-        return o, None
-    return o, dataclasses.replace(final, states=final_states)
+    prep = api.prepare(*(_detached(x) for x in (q, k, v, g, lam)), config, beta=_detached(beta),
+                       scores=_detached(scores), plan=plan, initial_cache=cache,
+                       output_final_cache=output_final_cache, cu_seqlens=cu_seqlens,
+                       chunk=chunk)
+    o, final_states = _TritonFunction.apply(prep, q, k, v, g, lam, states)
+    final = api.final_cache(prep, final_states) if output_final_cache else None
+    prep.pending.check()
+    return o, final

@@ -348,9 +348,10 @@ def snapshot_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, states0: torch.Tensor | None,
                    prev: tuple[torch.Tensor, torch.Tensor], scale: float,
-                   out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """State pass, then output kernel: ``o [B * T, H, V]`` and the final states
-    ``[N, H, C, K, V]`` float32 from the initial ones (``None``: no carried states)."""
+                   out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """State pass, then output kernel: ``o [B * T, H, V]``, the final states
+    ``[N, H, C, K, V]`` float32 from the initial ones (``None``: no carried states) and the
+    snapshots ``h`` (place ``i`` of a sequence: its states at the start of chunk ``i``)."""
     N, H, C = rows.N, rows.H, plan.starts.shape[-1]
     K, V = k.shape[-1], v.shape[-1]
     h = torch.empty((rows.n_snapshots, H, C, K, V), dtype=snapshot_dtype(q.dtype),
@@ -362,4 +363,4 @@ def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, states0: torch
     launch_state_pass(k, v, g, plan, rows, h, run, prev)
     o = launch_output(q, k, v, g, lam, plan, rows, h, prev, scale, out_dtype)
     nt = (rows.lens.long() + rows.chunk - 1) // rows.chunk
-    return o, run[torch.arange(N, device=q.device), :, nt % 2]
+    return o, run[torch.arange(N, device=q.device), :, nt % 2], h

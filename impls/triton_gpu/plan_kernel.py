@@ -75,13 +75,13 @@ def token_scores(k: torch.Tensor, rows: Rows, prev_key: torch.Tensor | None) -> 
         BLOCK = 32
         key_cosine_kernel[(triton.cdiv(n_tok, BLOCK), H)](
             k, iota, n_tok, H=H, K=K, BLOCK=BLOCK, BK=triton.next_power_of_2(K))
-    padded[rows.first_tokens(n_tok)] = 0.0  # first tokens score 0; row n_tok is the spare
-    nonempty = rows.lens > 0
-    if prev_key is not None:
-        carried = (rows.pos0.long() > 0) & nonempty
-        f = rows.bos.long()[carried]
-        pk = prev_key.to(device=k.device, dtype=torch.float64)[carried]
-        iota[f] = 1.0 - _cosine_rows(k[f].to(torch.float64), pk)
+    first = rows.first_tokens(n_tok)  # row n_tok of ``padded`` is the spare of empty sequences
+    padded[first] = 0.0  # first tokens score 0 (DLA-2.3)...
+    if prev_key is not None and n_tok:  # ...unless they continue a cache: no mask, no sync
+        carried = ((rows.pos0.long() > 0) & (rows.lens > 0))[:, None]
+        kf = k[first.clamp(max=n_tok - 1)].to(torch.float64)
+        pk = prev_key.to(device=k.device, dtype=torch.float64)
+        padded[first] = torch.where(carried, 1.0 - _cosine_rows(kf, pk), 0.0)
     return iota
 
 

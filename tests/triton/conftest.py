@@ -20,7 +20,10 @@ MODULES = (  # dependency order
     "dla.impls.triton_gpu.rows",
     "dla.impls.triton_gpu.plan_kernel",
     "dla.impls.triton_gpu.forward_kernels",
+    "dla.impls.triton_gpu.checks",
+    "dla.impls.triton_gpu.backward_kernels",
     "dla.impls.triton_gpu.api",
+    "dla.impls.triton_gpu.autograd",
     "dla.impls.triton_gpu",
 )
 
