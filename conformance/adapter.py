@@ -172,7 +172,11 @@ class Adapter:
                 **kw: Any) -> tuple[np.ndarray, Cache | None]:
         """DLA-11.1 ``forward`` with NumPy in and out (``o`` float64)."""
         args, kwargs = self.convert_forward_args(q, k, v, g, lam, kw)
-        result = self.impl.forward(*args, config, **kwargs)
+        return self.finish_forward(self.impl.forward(*args, config, **kwargs), kwargs)
+
+    def finish_forward(self, result: Any, kwargs: dict[str, Any]
+                       ) -> tuple[np.ndarray, Cache | None]:
+        """What ``forward`` returned, checked (DLA-1.6, DLA-11.1) and as NumPy."""
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(
                 f"forward of {self.name!r} must return (o, final_cache_or_None) (DLA-11.1)")
@@ -187,8 +191,8 @@ class Adapter:
                             "output_final_cache=False (DLA-11.1)")
         return self.to_numpy(o), self.cache_to_numpy(cache)
 
-    def make_plan(self, config: Config, **kw: Any) -> Plan:
-        """DLA-11.1 ``make_plan`` with NumPy in and out."""
+    def convert_plan_args(self, kw: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments of ``make_plan`` in the implementation's kind."""
         kwargs = dict(kw)
         for name in ("k", "scores"):
             if kwargs.get(name) is not None:
@@ -197,4 +201,8 @@ class Adapter:
             kwargs["initial_cache"] = self.cache_to_impl(kwargs["initial_cache"])
         if "cu_seqlens" in kwargs:
             kwargs["cu_seqlens"] = self.cu_to_impl(kwargs["cu_seqlens"])
-        return self.plan_to_numpy(self.impl.make_plan(config, **kwargs))
+        return kwargs
+
+    def make_plan(self, config: Config, **kw: Any) -> Plan:
+        """DLA-11.1 ``make_plan`` with NumPy in and out."""
+        return self.plan_to_numpy(self.impl.make_plan(config, **self.convert_plan_args(kw)))

@@ -517,6 +517,93 @@ def _forward_truncated_backprop(q: Any, k: Any, v: Any, g: Any, lam: Any, config
     return (torch.cat(outs, dim=1) if outs else q.new_zeros(*q.shape[:3], v.shape[3])), None
 
 
+# ----------------------------------------------------------------- memory and state (DLA-12.10)
+def _byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # NumPy < 2
+        byte_bounds = np.byte_bounds  # type: ignore[attr-defined]  # noqa: NPY201
+    lo, hi = byte_bounds(a)
+    return int(lo), int(hi)
+
+
+def _one_past_the_end(x: np.ndarray) -> np.ndarray | None:
+    """``x[:, T]`` read through ``x``'s own strides, as a kernel's unmasked tail load does: the
+    bytes after the last token, when ``x`` is a view of a larger buffer that holds them
+    (``None`` for a fresh array, whose next bytes a real kernel would read as whatever lies
+    there; zeros are the common case and change nothing)."""
+    if x.base is None or x.ndim < 2:
+        return None
+    lo, hi = _byte_bounds(x.base)
+    start = x.__array_interface__["data"][0]
+    shape = (x.shape[0], x.shape[1] + 1, *x.shape[2:])
+    last = start + sum((n - 1) * st for n, st in zip(shape, x.strides, strict=True) if st > 0)
+    if start < lo or last + x.itemsize > hi:
+        return None
+    return np.lib.stride_tricks.as_strided(x, shape, x.strides)[:, -1]
+
+
+def _forward_reads_past_the_tail(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                                 **kw: Any) -> Any:
+    """The last token's decay also multiplies by ``exp(g[T])``, read one past the end (the
+    ``T % 64 != 0`` tail of a chunked kernel): ``g`` beyond ``T`` is 0 in a fresh buffer."""
+    o, cache = reference.forward(q, k, v, g, lam, config, **kw)
+    past = _one_past_the_end(np.asarray(g))
+    if past is not None and o.shape[1]:
+        o[:, -1] *= np.exp(past)[..., None]
+    return o, cache
+
+
+def _contiguous_view(x: np.ndarray) -> np.ndarray:
+    """``x``'s buffer read with contiguous strides, as a kernel given ``x.data_ptr()`` and the
+    shape only does; a contiguous array reads as itself."""
+    if x.flags.c_contiguous or x.base is None:
+        return x
+    lo, hi = _byte_bounds(x.base)
+    start = x.__array_interface__["data"][0]
+    if start < lo or start + x.nbytes > hi:
+        return np.ascontiguousarray(x)
+    strides = tuple(int(np.prod(x.shape[i + 1 :])) * x.itemsize for i in range(x.ndim))
+    return np.lib.stride_tricks.as_strided(x, x.shape, strides)
+
+
+def _forward_assumes_contiguous(q: Any, *args: Any, **kw: Any) -> Any:
+    """``q`` read as if it were contiguous: a transposed or strided ``q`` gives wrong values."""
+    return reference.forward(np.array(_contiguous_view(np.asarray(q))), *args, **kw)
+
+
+def _forward_scales_q_in_place(q: Any, k: Any, v: Any, g: Any, lam: Any, config: Config,
+                               **kw: Any) -> Any:
+    """``q *= scale`` in place, then the readout with scale 1: right outputs, and the caller's
+    ``q`` modified (arguments are read-only, DLA-1.7)."""
+    scale = config.resolved_scale(np.shape(q)[-1])
+    if isinstance(q, np.ndarray) and q.flags.writeable and q.size:
+        q *= scale
+        return reference.forward(q, k, v, g, lam, dataclasses.replace(config, scale=1.0), **kw)
+    return reference.forward(q, k, v, g, lam, config, **kw)
+
+
+def _forward_decode_drops_information(q: Any, *args: Any, initial_cache: Cache | None = None,
+                                      output_final_cache: bool = False, **kw: Any) -> Any:
+    """A one-token decode step leaves the newest state's information as it was: the token's
+    score is never added (DLA-3.2), so later merges diverge from one pass."""
+    o, cache = reference.forward(q, *args, initial_cache=initial_cache,
+                                 output_final_cache=output_final_cache or initial_cache
+                                 is not None, **kw)
+    if initial_cache is None or np.shape(q)[1] != 1 or cache is None:
+        return o, cache if output_final_cache else None
+    c0 = initial_cache.to_numpy()
+    info = np.array(cache.info)
+    same = cache.starts == np.asarray(c0.starts)  # the newest state did not change start
+    newest = np.maximum(cache.count - 1, 0)
+    rows = np.take_along_axis(same, newest[..., None], -1)[..., 0]
+    old = np.take_along_axis(np.asarray(c0.info), newest[..., None], -1)[..., 0]
+    np.put_along_axis(info, newest[..., None], np.where(rows, old, np.take_along_axis(
+        info, newest[..., None], -1)[..., 0])[..., None], -1)
+    cache = dataclasses.replace(cache, info=info)
+    return o, cache if output_final_cache else None
+
+
 # ----------------------------------------------------------------- the table
 _PLAN, _NUM = ("plan", "end_to_end"), ("execute", "end_to_end")
 
@@ -640,6 +727,20 @@ BROKEN: dict[str, tuple[Any, set[str]]] = {
     "gradients_stop_at_chunk_boundaries": (
         TorchBroken("gradients_stop_at_chunk_boundaries", _forward_truncated_backprop),
         {"DLA-10.5"}),
+    # Bugs the robustness level exists for (DLA-12.10).
+    "reads_past_the_tail": (
+        Broken("reads_past_the_tail", _NUM, forward=_forward_reads_past_the_tail),
+        {"DLA-1.8"}),
+    "assumes_contiguous_q": (
+        Broken("assumes_contiguous_q", _NUM, forward=_forward_assumes_contiguous),
+        {"DLA-1.8"}),
+    "writes_into_q": (
+        Broken("writes_into_q", _NUM, forward=_forward_scales_q_in_place),
+        {"DLA-1.7"}),
+    "decode_drops_newest_information": (
+        Broken("decode_drops_newest_information", ("streaming",), policies=("dla",),
+               forward=_forward_decode_drops_information),
+        {"DLA-7.2", "DLA-3.2"}),
 }
 
 #: The regime (dla.conformance.regimes) whose checks a variant's bug needs: without it the bug
@@ -656,6 +757,9 @@ REGIME_OF = {
     "decay_as_product_overflows": "long_strong_decay",
     "delta_normalises_keys": "",  # every delta case now has non-unit keys (random_inputs)
     "gradients_stop_at_chunk_boundaries": "gradients_across_chunks",
+    "reads_past_the_tail": "canaries",
+    "assumes_contiguous_q": "layouts",
+    "decode_drops_newest_information": "decode_chain",
 }
 #: Variants whose bug is a crash, which a check reports as the exception it raised.
 CRASHES = frozenset({"fenwick_crashes_on_empty_sequence"})

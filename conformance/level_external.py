@@ -177,11 +177,22 @@ def _golden_check(ctx: Context, case: Any, level: str = "golden") -> Check:
     return replace(check, needs=replace(check.needs, sizes=sizes))
 
 
+_CASES: dict[str, list[Any]] = {}
+
+
+def _load_cases() -> list[Any]:
+    """The packaged golden cases, read (and checksummed) once per process."""
+    golden = importlib.import_module("dla.conformance.golden")
+    key = str(golden.default_dir())
+    if key not in _CASES:
+        _CASES[key] = list(golden.iter_cases())
+    return _CASES[key]
+
+
 def _golden_cases(level: str) -> tuple[list[Any], list[Check]]:
     """The fixture cases, or the failed check that says why there are none."""
     try:
-        golden = importlib.import_module("dla.conformance.golden")
-        cases = list(golden.iter_cases())
+        cases = _load_cases()
     except Exception as exc:  # missing module or fixtures: a failure of this level only
         return [], _unavailable(level, "DLA-10.2", "golden fixtures (dla.conformance.golden)", exc)
     if not cases:

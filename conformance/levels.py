@@ -16,6 +16,7 @@ from dla.conformance import (
     level_gradients,
     level_numeric,
     level_plan,
+    level_robustness,
     level_streaming,
     level_varlen,
 )
@@ -34,6 +35,7 @@ LEVEL_CHECKS: dict[str, Callable[[Context], list[Check]]] = {
     "golden": level_external.golden_checks,
     "properties": level_external.property_checks,
     "claims": level_claims.claims_checks,
+    "robustness": level_robustness.robustness_checks,
 }
 assert tuple(LEVEL_CHECKS) == ALL_LEVELS
 
@@ -49,6 +51,7 @@ LEVEL_CLAUSE = {
     "golden": "DLA-12.7",
     "properties": "DLA-12.8",
     "claims": "DLA-12.9",
+    "robustness": "DLA-12.10",
 }
 
 

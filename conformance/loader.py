@@ -19,8 +19,8 @@ from dla.claims import DTYPES, LEVELS, Claims, ClaimsError, resolve
 __all__ = ["ALL_LEVELS", "ALWAYS_LEVELS", "DTYPES", "LEVELS", "LoadError", "LoadedImpl", "load",
            "resolve_claims"]
 
-#: Levels that run for every implementation whether claimed or not (DLA-12.8, DLA-12.9).
-ALWAYS_LEVELS = ("properties", "claims")
+#: Levels that run for every implementation whether claimed or not (DLA-12.8 to DLA-12.10).
+ALWAYS_LEVELS = ("properties", "claims", "robustness")
 ALL_LEVELS = LEVELS + ALWAYS_LEVELS
 
 

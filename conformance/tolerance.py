@@ -180,6 +180,7 @@ def compare(
             float("inf"),
             0.0,
             f"{name}: non-finite value at {where}",
+            first=where,
         )
     if e.ndim == 0:
         a, e = a.reshape(1, 1), e.reshape(1, 1)
@@ -187,12 +188,7 @@ def compare(
         a, e = a.reshape(-1, 1), e.reshape(-1, 1)
     diff = np.abs(a - e)
     rel_rms = _relative_norm(diff, e)
-    if group_axes is None:
-        group_axes = (1, 3) if e.ndim == 4 else tuple(range(e.ndim))
-    big = max(float(np.max(np.abs(e))), _TINY)  # squares of values near 1e300 overflow
-    group_rms = big * np.sqrt(np.mean((e / big) ** 2, axis=group_axes, keepdims=True))
-    scale = np.maximum(np.max(np.abs(e), axis=-1), np.broadcast_to(group_rms, e.shape)[..., 0])
-    bound = tol.atol + tol.rtol * scale
+    bound = _position_bounds(e, tol, group_axes)
     err = np.max(diff, axis=-1)
     ratio = err / bound
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
@@ -221,6 +217,28 @@ def _norm(x: np.ndarray) -> float:
 def _relative_norm(diff: np.ndarray, ref: np.ndarray) -> float:
     """``||diff|| / max(||ref||, 1e-30)``, robust to huge entries (DLA-10.2)."""
     return _norm(diff) / max(_norm(ref), _TINY)
+
+
+def _position_bounds(e: np.ndarray, tol: Tolerance,
+                     group_axes: tuple[int, ...] | None) -> np.ndarray:
+    """DLA-10.2: ``atol + rtol * scale`` at every position (all axes but the last)."""
+    if group_axes is None:
+        group_axes = (1, 3) if e.ndim == 4 else tuple(range(e.ndim))
+    big = max(float(np.max(np.abs(e))), _TINY)  # squares of values near 1e300 overflow
+    group_rms = big * np.sqrt(np.mean((e / big) ** 2, axis=group_axes, keepdims=True))
+    scale = np.maximum(np.max(np.abs(e), axis=-1), np.broadcast_to(group_rms, e.shape)[..., 0])
+    return tol.atol + tol.rtol * scale
+
+
+def position_ratios(actual: Any, expected: Any, dtype: str) -> np.ndarray:
+    """DLA-10.2's error over bound at every position of an output ``[B, T, H, V]``: ``[B, T, H]``
+    (``inf`` where ``actual`` is not finite). Values above 1 fail."""
+    a = np.asarray(actual, np.float64)
+    e = np.asarray(expected, np.float64)
+    bound = _position_bounds(e, tolerance_for(dtype), None)
+    with np.errstate(invalid="ignore"):
+        err = np.max(np.abs(a - e), axis=-1)
+    return np.where(np.isfinite(err), err / bound, np.inf)
 
 
 def _earliest(bad: np.ndarray, ndim: int) -> tuple[int, ...] | None:
