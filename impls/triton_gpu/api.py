@@ -120,17 +120,22 @@ def _device_plan(config: Config, rows: Rows, k: torch.Tensor | None, scores: tor
                  init, BTOK: int, H: int) -> tuple[DevicePlan, torch.Tensor | None]:
     """The plan (DLA-3 or DLA-4) and the scores (None under fenwick, which needs none)."""
     C = config.capacity
-    if config.policy == "fenwick":
-        return plan_fenwick(rows, BTOK, H, C), None
+    if config.policy == "fenwick":  # one plan for every head unless a cache is carried
+        return plan_fenwick(rows, BTOK, H, C, shared=init[4] is None), None
     iota = _scores(config, rows, k, scores, init)
     return plan_dla(iota, rows, C, config.tau, init[:3]), iota
 
 
-def _to_plan(p: DevicePlan, B: int, T: int) -> Plan:
-    H, C = p.starts.shape[1:]
-    return Plan(boundary=p.boundary.reshape(B, T, H), count=p.count.long().reshape(B, T, H),
-                starts=p.starts.long().reshape(B, T, H, C),
-                labels=p.labels.long().reshape(B, T, H, C))
+def _to_plan(p: DevicePlan, B: int, T: int, H: int) -> Plan:
+    C = p.starts.shape[-1]
+
+    def heads(x: torch.Tensor) -> torch.Tensor:  # a plan shared by the heads is expanded
+        return x.expand(x.shape[0], H, *x.shape[2:]).contiguous()
+
+    return Plan(boundary=heads(p.boundary).reshape(B, T, H),
+                count=heads(p.count).long().reshape(B, T, H),
+                starts=heads(p.starts).long().reshape(B, T, H, C),
+                labels=heads(p.labels).long().reshape(B, T, H, C))
 
 
 def _from_plan(plan: Plan, dev: torch.device) -> DevicePlan:
@@ -154,7 +159,7 @@ def make_plan(config: Config, *, k: Any = None, scores: Any = None,
     rows, init = _setup(call, initial_cache, dev, chunk)
     p, _ = _device_plan(config, rows, _flat(k, dev), _flat(scores, dev), init, call.B * call.T,
                         call.H)
-    return _to_plan(p, call.B, call.T)
+    return _to_plan(p, call.B, call.T, call.H)
 
 
 def _final_info(p: DevicePlan, iota: torch.Tensor, rows: Rows, init) -> torch.Tensor:

@@ -34,11 +34,16 @@ import triton
 import triton.language as tl
 
 from dla.impls.triton_gpu.forward_kernels import (
-    _interpreting,
+    _block_offsets,
+    _merge_map,
+    _mm,
     _pick,
     _precision,
     _slot_of,
-    state_bv,
+    fp32_products,
+    plan_heads,
+    state_blocks,
+    state_cp,
 )
 from dla.impls.triton_gpu.plan_kernel import DevicePlan, bucket
 from dla.impls.triton_gpu.rows import Rows
@@ -51,25 +56,17 @@ BWD_TUNING: dict[str, int] = {"dstate_warps": 4, "token_warps": 8, "token_bk": 6
 
 
 @triton.jit
-def _mm(a, b, DT: tl.constexpr, PREC: tl.constexpr, FP32: tl.constexpr):
-    """``a @ b`` accumulated in float32: operands in ``DT`` (the inputs' 16-bit dtype) or,
-    with ``FP32``, in float32 (float32 and float16 inputs, and the interpreter)."""
-    if FP32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
-    return tl.dot(a.to(DT), b.to(DT))
-
-
-@triton.jit
-def _readout_tiles(starts_ptr, labels_ptr, lam_ptr, count_ptr, row, tmask, jj,
+def _readout_tiles(starts_ptr, labels_ptr, lam_ptr, count_ptr, row, prow, tmask, jj,
                    C: tl.constexpr):
     """The partition of every readout ``t`` of the chunk: start, next start, label and
-    ``lam_t[label]`` per slot (``[BT, CP]``; unused slots: start ``BIG``, weight 0)."""
-    cnt_t = tl.load(count_ptr + row, mask=tmask, other=0)
+    ``lam_t[label]`` per slot (``[BT, CP]``; unused slots: start ``BIG``, weight 0).
+    ``prow`` addresses the plan, ``row`` the inputs (the plan may be shared by the heads)."""
+    cnt_t = tl.load(count_ptr + prow, mask=tmask, other=0)
     used = tmask[:, None] & (jj[None, :] < cnt_t[:, None])
-    st2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :], mask=used, other=BIG)
+    st2 = tl.load(starts_ptr + prow[:, None] * C + jj[None, :], mask=used, other=BIG)
     nxt = tmask[:, None] & (jj[None, :] + 1 < cnt_t[:, None])
-    stn2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
-    lb2 = tl.load(labels_ptr + row[:, None] * C + jj[None, :], mask=used, other=0)
+    stn2 = tl.load(starts_ptr + prow[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
+    lb2 = tl.load(labels_ptr + prow[:, None] * C + jj[None, :], mask=used, other=0)
     lam2 = tl.load(lam_ptr + row[:, None] * C + lb2, mask=used, other=0.0).to(tl.float32)
     return used, st2, stn2, lb2, lam2
 
@@ -85,31 +82,36 @@ def _old_weight(st2, stn2, lam2, spj):
 @triton.jit
 def dstate_pass_kernel(
     q_ptr, do_ptr, g_ptr, lam_ptr, count_ptr, starts_ptr, labels_ptr, pcount_ptr, pstarts_ptr,
-    bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, dh_ptr, run_ptr, scale,
-    NT_MAX: tl.constexpr, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    C: tl.constexpr, CP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    PREC: tl.constexpr, FP32: tl.constexpr,
+    bos_ptr, lens_ptr, hofs_ptr, dh_ptr, dfinal_ptr, dstart_ptr, scale,
+    NT_MAX: tl.constexpr, H: tl.constexpr, PH: tl.constexpr, K: tl.constexpr,
+    V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, PREC: tl.constexpr, FP32: tl.constexpr,
 ):
-    """``dS`` at every chunk start of one (sequence, head, V block), last chunk first.
+    """``dS`` at every chunk start of one (sequence, head, K block, V block), last chunk first.
 
-    ``run[r, 0]`` holds the gradient of the final states on entry; the running
-    gradients alternate between ``run[r, 0]`` and ``run[r, 1]``, and the gradient of
-    the states entering chunk ``i`` is also written to ``dh`` place ``i`` (the
-    ``dS'`` of chunk ``i - 1``, and for ``i = 0`` that of the carried states).
+    The running gradients live in registers (``[CP, BK * BV]`` float32, starting from the
+    final states' gradient ``dfinal``): each chunk maps them back through the transpose
+    of its merge map and its decay (``dS <- exp(g) M^T dS'``), then adds every old
+    state's readout term ``sum_t w_tj e_t q_t do_t^T``. The gradient of the states
+    entering chunk ``i`` goes to ``dh`` place ``i`` (the ``dS'`` of chunk ``i - 1``), and
+    that of the states entering the sequence (the carried ones) to ``dstart``.
     """
     r = tl.program_id(0)
-    iv = tl.program_id(1)
+    ik = tl.program_id(1)
+    iv = tl.program_id(2)
     n = r // H
     hh = r % H
+    hp = hh % PH
     bos = tl.load(bos_ptr + n)
     length = tl.load(lens_ptr + n)
     hofs = tl.load(hofs_ptr + n)
     ot = tl.arange(0, BT)
-    ok = tl.arange(0, BK)
+    cc = tl.arange(0, CP)
+    ok = ik * BK + tl.arange(0, BK)
     ov = iv * BV + tl.arange(0, BV)
-    jc = tl.arange(0, CP)
-    kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
-    kv_off = ok[:, None] * V + ov[None, :]
+    off, smask = _block_offsets(ik, iv, cc, K, V, C, BK, BV)
+    base = r.to(tl.int64) * (C * K * V)
+    dS = tl.load(dfinal_ptr + base + off, mask=smask, other=0.0)
     nt = tl.cdiv(length, BT)
     for ii in range(0, NT_MAX):
         if ii < nt:
@@ -120,36 +122,31 @@ def dstate_pass_kernel(
             tok = (bos + a + ot).to(tl.int64)
             row = tok * H + hh
             g = tl.load(g_ptr + row, mask=tmask, other=0.0).to(tl.float32)
-            gc = tl.cumsum(g, axis=0)
-            decay = tl.exp(tl.sum(g, axis=0))
-            eg = tl.where(tmask, tl.exp(gc), 0.0) * scale
+            eg = tl.where(tmask, tl.exp(tl.cumsum(g, axis=0)), 0.0) * scale
+            _, st2, stn2, _, lam2 = _readout_tiles(starts_ptr, labels_ptr, lam_ptr, count_ptr,
+                                                   row, tok * PH + hp, tmask, cc, C)
+            gch = (hofs - n + i).to(tl.int64)
+            cnt_p = tl.load(pcount_ptr + gch * PH + hp)
+            pst = tl.load(pstarts_ptr + (gch * PH + hp) * C + cc, mask=cc < cnt_p, other=BIG)
+            tok_e = (bos + a + nvalid - 1).to(tl.int64)
+            cnt_e = tl.load(count_ptr + tok_e * PH + hp)
+            est = tl.load(starts_ptr + (tok_e * PH + hp) * C + cc, mask=cc < cnt_e, other=BIG)
+            dS = tl.dot(_merge_map(pst, cnt_p, est, cc, True), dS,
+                        input_precision="ieee") * tl.exp(tl.sum(g, axis=0))
             q = tl.load(q_ptr + row[:, None] * K + ok[None, :],
                         mask=tmask[:, None] & (ok[None, :] < K), other=0.0)
             do = tl.load(do_ptr + row[:, None] * V + ov[None, :],
                          mask=tmask[:, None] & (ov[None, :] < V), other=0.0)
-            _, st2, stn2, _, lam2 = _readout_tiles(starts_ptr, labels_ptr, lam_ptr, count_ptr,
-                                                   row, tmask, jc, C)
-            gch = (hofs - n + i).to(tl.int64)
-            cnt_p = tl.load(pcount_ptr + gch * H + hh)
-            pst = pstarts_ptr + (gch * H + hh) * C
-            tok_e = (bos + a + nvalid - 1).to(tl.int64)
-            cnt_e = tl.load(count_ptr + tok_e * H + hh)
-            est = tl.load(starts_ptr + (tok_e * H + hh) * C + jc, mask=jc < cnt_e, other=BIG)
-            cur = run_ptr + ((r * 2 + ii % 2) * C).to(tl.int64) * (K * V)
-            new = run_ptr + ((r * 2 + (ii + 1) % 2) * C).to(tl.int64) * (K * V)
-            snap = dh_ptr + ((hofs + i).to(tl.int64) * H + hh) * (C * K * V)
             for j in range(0, C):
                 if j < cnt_p:
-                    spj = tl.load(pst + j)
-                    m = _slot_of(est, spj)
-                    _, wj = _old_weight(st2, stn2, lam2, spj)
-                    acc = tl.load(cur + m * K * V + kv_off, mask=kv_mask, other=0.0) * decay
+                    _, wj = _old_weight(st2, stn2, lam2, _pick(pst, cc, j))
                     qw = q.to(tl.float32) * (wj * eg)[:, None]
-                    acc += _mm(tl.trans(qw), do, q.dtype, PREC, FP32)
-                    tl.store(new + j * K * V + kv_off, acc, mask=kv_mask)
-                    tl.store(snap + j * K * V + kv_off, acc.to(snap.dtype.element_ty),
-                             mask=kv_mask)
-            tl.debug_barrier()  # the next chunk reads what this one wrote
+                    R = _mm(tl.trans(qw), do, q.dtype, PREC, FP32)
+                    dS += tl.where(cc[:, None] == j, tl.reshape(R, (1, BK * BV)), 0.0)
+            snap = dh_ptr + ((hofs + i).to(tl.int64) * H + hh) * (C * K * V)
+            tl.store(snap + off, dS.to(dh_ptr.dtype.element_ty),
+                     mask=smask & (cc < cnt_p)[:, None])
+    tl.store(dstart_ptr + base + off, dS, mask=smask)
 
 
 @triton.jit
@@ -199,9 +196,9 @@ def token_grad_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, lam_ptr, do_ptr, count_ptr, starts_ptr, labels_ptr,
     pcount_ptr, pstarts_ptr, table_ptr, bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr, dh_ptr,
     dq_ptr, dk_ptr, dv_ptr, dlam_ptr, dG_ptr, scale,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr,
-    PREC: tl.constexpr, FP32: tl.constexpr,
+    H: tl.constexpr, PH: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
+    CP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NK: tl.constexpr,
+    NV: tl.constexpr, PREC: tl.constexpr, FP32: tl.constexpr,
 ):
     """``dq, dk, dv, dlam`` and ``dG`` of one chunk (all chunks in parallel).
 
@@ -231,7 +228,7 @@ def token_grad_kernel(
     eg = tl.where(tmask, tl.exp(gc), 0.0) * scale
     gam = tl.where(tmask, tl.exp(tl.sum(g, axis=0) - gc), 0.0)
     used, st2, stn2, lb2, lam2 = _readout_tiles(starts_ptr, labels_ptr, lam_ptr, count_ptr,
-                                                row, tmask, jj, C)
+                                                row, tok * PH + hh % PH, tmask, jj, C)
     causal = (ot[:, None] >= ot[None, :]) & tmask[:, None] & tmask[None, :]
     D = tl.where(causal, tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
     WD = D * _intra_weights(st2, stn2, lam2, pos, jj, C, BT)
@@ -256,11 +253,11 @@ def token_grad_kernel(
     dP = dA * WD
     # the slots of the chunk end that hold tokens of the chunk, and the old states
     tok_e = (bos + a + nvalid - 1).to(tl.int64)
-    cnt_e = tl.load(count_ptr + tok_e * H + hh)
-    est = tl.load(starts_ptr + (tok_e * H + hh) * C + jj, mask=jj < cnt_e, other=BIG)
+    cnt_e = tl.load(count_ptr + tok_e * PH + hh % PH)
+    est = tl.load(starts_ptr + (tok_e * PH + hh % PH) * C + jj, mask=jj < cnt_e, other=BIG)
     first_slot = _slot_of(est, p0 + a)
-    cnt_p = tl.load(pcount_ptr + gch * H + hh)
-    pst = pstarts_ptr + (gch * H + hh) * C
+    cnt_p = tl.load(pcount_ptr + gch * PH + hh % PH)
+    pst = pstarts_ptr + (gch * PH + hh % PH) * C
     hold = h_ptr + ((hofs + i).to(tl.int64) * H + hh) * (C * K * V)
     dnew = dh_ptr + ((hofs + i + 1).to(tl.int64) * H + hh) * (C * K * V)
     for vb in range(0, NV):
@@ -321,12 +318,6 @@ def token_grad_kernel(
     tl.store(dG_ptr + row, dG, mask=tmask)
 
 
-def _fp32(dtype: torch.dtype) -> bool:
-    """Matrix products in float32: float32 and float16 inputs (float16's range), and the
-    interpreter, whose 16-bit products are wrong (triton 3.6)."""
-    return dtype != torch.bfloat16 or _interpreting()
-
-
 def _cp(C: int) -> int:
     return triton.next_power_of_2(C + 1)
 
@@ -335,25 +326,23 @@ def launch_dstate_pass(q, do, g, lam, plan: DevicePlan, rows: Rows,
                        prev: tuple[torch.Tensor, torch.Tensor], dh: torch.Tensor,
                        dfinal: torch.Tensor, scale: float) -> torch.Tensor:
     """Fill ``dh`` (places ``0 .. NT_n - 1`` of every sequence) and return the gradient of
-    the states entering each sequence ``[N, H, C, K, V]`` float32 (``dfinal`` passes
-    through empty sequences)."""
+    the states entering each sequence ``[N, H, C, K, V]`` float32 (``dfinal``, the final
+    states' gradient, zero in unused slots, passes through empty sequences)."""
     H, K = q.shape[1:]
     V = do.shape[-1]
     N, C = rows.N, plan.starts.shape[-1]
-    run = torch.empty((N, H, 2, C, K, V), dtype=torch.float32, device=q.device)
-    run[:, :, 0] = dfinal
-    BK = max(16, triton.next_power_of_2(K))
-    BV = state_bv(V, N * H, BK)
-    if N * H and rows.max_len:
-        dstate_pass_kernel[(N * H, triton.cdiv(V, BV))](
+    dstart = torch.empty((N, H, C, K, V), dtype=torch.float32, device=q.device)
+    BK, BV = state_blocks(K, V, C, N * H)
+    if N * H:
+        dstate_pass_kernel[(N * H, triton.cdiv(K, BK), triton.cdiv(V, BV))](
             q, do, g, lam, plan.count, plan.starts, plan.labels, prev[0], prev[1],
-            rows.bos, rows.lens, rows.pos0, rows.hofs, dh, run, float(scale),
-            NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, K=K, V=V, C=C,
-            CP=_cp(C), BT=rows.chunk, BK=BK, BV=BV, PREC=_precision(q.dtype),
-            FP32=_fp32(q.dtype), num_warps=BWD_TUNING["dstate_warps"],
+            rows.bos, rows.lens, rows.hofs, dh, dfinal.contiguous(), dstart, float(scale),
+            NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, PH=plan_heads(plan),
+            K=K, V=V, C=C, CP=state_cp(C), BT=rows.chunk, BK=BK, BV=BV,
+            PREC=_precision(q.dtype), FP32=fp32_products(q.dtype),
+            num_warps=BWD_TUNING["dstate_warps"],
         )
-    nt = (rows.lens.long() + rows.chunk - 1) // rows.chunk
-    return run[torch.arange(N, device=q.device), :, nt % 2]
+    return dstart
 
 
 def launch_token_grads(q, k, v, g, lam, do, plan: DevicePlan, rows: Rows,
@@ -375,9 +364,9 @@ def launch_token_grads(q, k, v, g, lam, do, plan: DevicePlan, rows: Rows,
             q, k, v, g, lam, do, plan.count, plan.starts, plan.labels, prev[0], prev[1],
             rows.chunk_table, rows.bos, rows.lens, rows.pos0, rows.hofs, h, dh,
             dq, dk, dv, dlam, dG, float(scale),
-            H=H, K=K, V=V, C=C, CP=_cp(C), BT=rows.chunk, BK=BK, BV=BV,
+            H=H, PH=plan_heads(plan), K=K, V=V, C=C, CP=_cp(C), BT=rows.chunk, BK=BK, BV=BV,
             NK=triton.cdiv(K, BK), NV=triton.cdiv(V, BV), PREC=_precision(q.dtype),
-            FP32=_fp32(q.dtype), num_warps=BWD_TUNING["token_warps"],
+            FP32=fp32_products(q.dtype), num_warps=BWD_TUNING["token_warps"],
         )
     return dq, dk, dv, dlam, dG
 

@@ -39,6 +39,15 @@ def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _mm(a, b, DT: tl.constexpr, PREC: tl.constexpr, FP32: tl.constexpr):
+    """``a @ b`` accumulated in float32: operands in ``DT`` (the inputs' 16-bit dtype) or,
+    with ``FP32``, in float32 (float32 and float16 inputs, and the interpreter)."""
+    if FP32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
+    return tl.dot(a.to(DT), b.to(DT))
+
+
+@triton.jit
 def _pick(x, jc, idx):
     """``x[idx]`` of a small register vector (one nonzero term: exact)."""
     return tl.sum(tl.where(jc == idx, x, 0), axis=0)
@@ -51,84 +60,68 @@ def _slot_of(est, p):
 
 
 @triton.jit
-def _tokens_into(m, est, jc, kd, vt, tmask, pos, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """``sum_s exp(G_{b-1} - G_s) k_s v_s^T`` over this chunk's tokens ``s`` in new slot ``m``."""
-    sel = tmask & (pos >= _pick(est, jc, m)) & (pos < _pick(est, jc, m + 1))
-    kw = tl.where(sel[:, None], kd, 0.0).to(kd.dtype)
-    return _dot(tl.trans(kw), vt, PREC, UPCAST)
+def _merge_map(pst, cnt_p, est, cc, TRANSPOSE: tl.constexpr):
+    """The 0/1 merge map of a chunk (DLA-3.6): ``M[m, j] = 1`` iff old state ``j`` (start
+    ``pst[j]``, ``j < cnt_p``) lies in slot ``m`` of the chunk end (starts ``est``, unused
+    ``BIG``); ``[CP, CP]`` float32, or its transpose."""
+    slot_j = tl.sum((est[None, :] <= pst[:, None]).to(tl.int32), axis=1) - 1  # [CP] per j
+    if TRANSPOSE:
+        return ((slot_j[:, None] == cc[None, :]) & (cc[:, None] < cnt_p)).to(tl.float32)
+    return ((slot_j[None, :] == cc[:, None]) & (cc[None, :] < cnt_p)).to(tl.float32)
 
 
 @triton.jit
-def _merge_and_write(hold, hnew, hsnap, snap, pst, cnt_p, est, jc, kd, vt, tmask, pos, first_pos,
-                     decay, kv_off, kv_mask, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
-                     BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-                     UPCAST: tl.constexpr):
-    """The states at the chunk end: new slot ``m`` = its old states, decayed, plus its tokens.
-
-    The partition only coarsens (DLA-3.6), so the old states inside a new slot are
-    consecutive: old states are visited in order (fixed addresses, so the loads do
-    not wait on each other) and summed until the next one starts a new slot; then
-    the slot is written. New slots past the last old state hold only this chunk's
-    tokens. Measured alternatives, both slower on an H200: one ``[C, K, BV]`` tile of
-    all old states summed per slot (6x: the reductions cross threads), and a move
-    table precomputed in torch (1.2x: each branch then waits for a load).
-    """
-    acc = tl.zeros((BK, BV), dtype=tl.float32)
-    for j in range(0, C):
-        live = j < cnt_p
-        spj = tl.load(pst + j, mask=live, other=BIG)
-        spn = tl.load(pst + j + 1, mask=j + 1 < cnt_p, other=BIG)
-        acc += tl.load(hold + j * K * V + kv_off, mask=kv_mask & live, other=0.0)
-        m = _slot_of(est, spj)
-        if live & ((j + 1 >= cnt_p) | (_slot_of(est, spn) != m)):
-            acc = acc * decay
-            if _pick(est, jc, m + 1) > first_pos:  # the slot also holds tokens of this chunk
-                acc += _tokens_into(m, est, jc, kd, vt, tmask, pos, PREC, UPCAST)
-            tl.store(hnew + m * K * V + kv_off, acc, mask=kv_mask)
-            tl.store(hsnap + m * K * V + kv_off, acc.to(hsnap.dtype.element_ty),
-                     mask=kv_mask & snap)
-            acc = tl.zeros((BK, BV), dtype=tl.float32)
-    last_old = tl.load(pst + cnt_p - 1, mask=cnt_p > 0, other=-1)
-    first_new = tl.where(cnt_p > 0, _slot_of(est, last_old) + 1, 0)
-    cnt_e = tl.sum((est < BIG).to(tl.int32), axis=0)
-    for m2 in range(0, C):
-        if (m2 >= first_new) & (m2 < cnt_e):
-            new = _tokens_into(m2, est, jc, kd, vt, tmask, pos, PREC, UPCAST)
-            tl.store(hnew + m2 * K * V + kv_off, new, mask=kv_mask)
-            tl.store(hsnap + m2 * K * V + kv_off, new.to(hsnap.dtype.element_ty),
-                     mask=kv_mask & snap)
+def _block_offsets(ik, iv, cc, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
+                   BK: tl.constexpr, BV: tl.constexpr):
+    """Offsets ``[CP, BK * BV]`` of the (K block, V block) of every slot of a ``[C, K, V]``
+    state, and their mask (slots past ``C`` and entries past ``K``, ``V`` masked)."""
+    e = tl.arange(0, BK * BV)
+    kk = ik * BK + e // BV
+    vv = iv * BV + e % BV
+    off = cc[:, None] * (K * V) + (kk * V + vv)[None, :]
+    return off, (cc[:, None] < C) & ((kk < K) & (vv < V))[None, :]
 
 
 @triton.jit
 def state_pass_kernel(
     k_ptr, v_ptr, g_ptr, count_ptr, starts_ptr, pcount_ptr, pstarts_ptr,
-    bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr, run_ptr,
-    NT_MAX: tl.constexpr,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr, s0_ptr, final_ptr,
+    NT_MAX: tl.constexpr, H: tl.constexpr, PH: tl.constexpr, K: tl.constexpr,
+    V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, HAS_S0: tl.constexpr, PREC: tl.constexpr, FP32: tl.constexpr,
 ):
-    """States at every chunk start of one (sequence, head, V block), chunk after chunk.
+    """States at every chunk start of one (sequence, head, K block, V block), chunk after chunk.
 
-    The running states are float32 in ``run[r, i % 2]`` (two buffers per row, so a
-    chunk never overwrites what it reads); each chunk's states are also written to
-    the snapshots ``h`` that the output kernel reads, in the inputs' dtype (its
-    matrix products take them in that dtype anyway), float32 for float16 inputs.
+    The ``C`` running states live in registers, ``[CP, BK * BV]`` float32: at each
+    chunk they go through the chunk's merge map and its decay in one matrix product
+    (``S <- exp(g) M S``, DLA-3.6, DLA-5.1), then the chunk's tokens are written into
+    the slots of the chunk end that hold them (usually one). The states entering
+    chunk ``i`` are stored to snapshot place ``i`` for the output kernel (in the
+    snapshot dtype); the final states go to ``final`` in float32 (DLA-1.6).
+    ``PH`` is the number of heads the plan has (1 under fenwick: every head shares it).
     """
     r = tl.program_id(0)  # rows on axis 0: CUDA limits axes 1 and 2 to 65535 programs
-    iv = tl.program_id(1)
+    ik = tl.program_id(1)
+    iv = tl.program_id(2)
     n = r // H
     hh = r % H
+    hp = hh % PH
     bos = tl.load(bos_ptr + n)
     length = tl.load(lens_ptr + n)
     p0 = tl.load(pos0_ptr + n)
     hofs = tl.load(hofs_ptr + n)
     ot = tl.arange(0, BT)
-    ok = tl.arange(0, BK)
+    cc = tl.arange(0, CP)
+    ok = ik * BK + tl.arange(0, BK)
     ov = iv * BV + tl.arange(0, BV)
-    kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
-    kv_off = ok[:, None] * V + ov[None, :]
-    jc = tl.arange(0, CP)
+    off, smask = _block_offsets(ik, iv, cc, K, V, C, BK, BV)
+    base = r.to(tl.int64) * (C * K * V)
+    if HAS_S0:
+        S = tl.load(s0_ptr + base + off, mask=smask, other=0.0).to(tl.float32)
+        tl.store(h_ptr + (hofs.to(tl.int64) * H + hh) * (C * K * V) + off,
+                 S.to(h_ptr.dtype.element_ty), mask=smask)
+    else:
+        S = tl.zeros((CP, BK * BV), dtype=tl.float32)
     nt = tl.cdiv(length, BT)
     for i in range(0, NT_MAX):  # constexpr bounds: the interpreter needs them
         if i < nt:
@@ -140,25 +133,30 @@ def state_pass_kernel(
             g = tl.load(g_ptr + tok * H + hh, mask=tmask, other=0.0).to(tl.float32)
             glast = tl.sum(g, axis=0)
             dec = tl.where(tmask, tl.exp(glast - tl.cumsum(g, axis=0)), 0.0)
+            gch = (hofs - n + i).to(tl.int64)
+            cnt_p = tl.load(pcount_ptr + gch * PH + hp)
+            pst = tl.load(pstarts_ptr + (gch * PH + hp) * C + cc, mask=cc < cnt_p, other=BIG)
+            tok_e = (bos + a + nvalid - 1).to(tl.int64)
+            cnt_e = tl.load(count_ptr + tok_e * PH + hp)
+            est = tl.load(starts_ptr + (tok_e * PH + hp) * C + cc, mask=cc < cnt_e, other=BIG)
+            S = tl.dot(_merge_map(pst, cnt_p, est, cc, False), S,
+                       input_precision="ieee") * tl.exp(glast)
             kt = tl.load(k_ptr + (tok * H + hh)[:, None] * K + ok[None, :],
                          mask=tmask[:, None] & (ok[None, :] < K), other=0.0)
             vt = tl.load(v_ptr + (tok * H + hh)[:, None] * V + ov[None, :],
                          mask=tmask[:, None] & (ov[None, :] < V), other=0.0)
-            kd = (kt.to(tl.float32) * dec[:, None]).to(kt.dtype)
-            gch = (hofs - n + i).to(tl.int64)
-            cnt_p = tl.load(pcount_ptr + gch * H + hh)
-            pst = pstarts_ptr + (gch * H + hh) * C
-            tok_e = (bos + a + nvalid - 1).to(tl.int64)
-            cnt_e = tl.load(count_ptr + tok_e * H + hh)
-            est = tl.load(starts_ptr + (tok_e * H + hh) * C + jc, mask=jc < cnt_e, other=BIG)
-            hold = run_ptr + ((r * 2 + i % 2) * C).to(tl.int64) * (K * V)
-            hnew = run_ptr + ((r * 2 + (i + 1) % 2) * C).to(tl.int64) * (K * V)
-            hsnap = h_ptr + ((hofs + i + 1).to(tl.int64) * H + hh) * (C * K * V)
-            # the last chunk's states are read from the running buffer only
-            _merge_and_write(hold, hnew, hsnap, i + 1 < nt, pst, cnt_p, est, jc, kd, vt, tmask,
-                             pos, p0 + a, tl.exp(glast), kv_off, kv_mask, K, V, C, BK, BV, PREC,
-                             UPCAST)
-            tl.debug_barrier()  # the next chunk reads what this one wrote
+            first = _slot_of(est, p0 + a)  # the slots from ``first`` on hold this chunk's tokens
+            for m in range(0, C):
+                if (m >= first) & (m < cnt_e):
+                    sel = tmask & (pos >= _pick(est, cc, m)) & (pos < _pick(est, cc, m + 1))
+                    kw = tl.where(sel[:, None], kt.to(tl.float32) * dec[:, None], 0.0)
+                    L = _mm(tl.trans(kw), vt, kt.dtype, PREC, FP32)
+                    S += tl.where(cc[:, None] == m, tl.reshape(L, (1, BK * BV)), 0.0)
+            if i + 1 < nt:  # the last chunk's end states go to ``final`` only
+                snap = h_ptr + ((hofs + i + 1).to(tl.int64) * H + hh) * (C * K * V)
+                tl.store(snap + off, S.to(h_ptr.dtype.element_ty),
+                         mask=smask & (cc < cnt_e)[:, None])
+    tl.store(final_ptr + base + off, S, mask=smask)
 
 
 @triton.jit
@@ -166,7 +164,8 @@ def output_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, lam_ptr, count_ptr, starts_ptr, labels_ptr,
     pcount_ptr, pstarts_ptr, table_ptr, bos_ptr, lens_ptr, pos0_ptr, hofs_ptr, h_ptr, o_ptr,
     scale,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
+    H: tl.constexpr, PH: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
+    CP: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
     UPCAST: tl.constexpr, WIDE: tl.constexpr,
 ):
@@ -197,13 +196,14 @@ def output_kernel(
                 other=0.0)
     g = tl.load(g_ptr + row, mask=tmask, other=0.0).to(tl.float32)
     gc = tl.cumsum(g, axis=0)
-    cnt_t = tl.load(count_ptr + row, mask=tmask, other=0)
+    prow = tok * PH + hh % PH  # the plan's row: its own head, or the one shared by all
+    cnt_t = tl.load(count_ptr + prow, mask=tmask, other=0)
     # slot tiles at each readout t: start, next start, lam_t[label] (loaded once)
     used = tmask[:, None] & (jj[None, :] < cnt_t[:, None])
-    st2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :], mask=used, other=BIG)
+    st2 = tl.load(starts_ptr + prow[:, None] * C + jj[None, :], mask=used, other=BIG)
     nxt = tmask[:, None] & (jj[None, :] + 1 < cnt_t[:, None])
-    stn2 = tl.load(starts_ptr + row[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
-    lb2 = tl.load(labels_ptr + row[:, None] * C + jj[None, :], mask=used, other=0)
+    stn2 = tl.load(starts_ptr + prow[:, None] * C + jj[None, :] + 1, mask=nxt, other=BIG)
+    lb2 = tl.load(labels_ptr + prow[:, None] * C + jj[None, :], mask=used, other=0)
     lam2 = tl.load(lam_ptr + row[:, None] * C + lb2, mask=used, other=0.0).to(tl.float32)
     # intra-chunk: masked; (t, s) weighted by lam_t at the label of s's slot at t, built from
     # the tiles in registers (no loads in this loop)
@@ -223,8 +223,8 @@ def output_kernel(
     else:
         o = _dot(A.to(v.dtype), v, PREC, UPCAST)
     # inter-chunk: old states at a - 1, each weighted by the label of its slot at t
-    cnt_p = tl.load(pcount_ptr + gch * H + hh)
-    pst = pstarts_ptr + (gch * H + hh) * C
+    cnt_p = tl.load(pcount_ptr + gch * PH + hh % PH)
+    pst = pstarts_ptr + (gch * PH + hh % PH) * C
     hold = h_ptr + ((hofs + i).to(tl.int64) * H + hh) * (C * K * V)
     kv_mask = (ok[:, None] < K) & (ov[None, :] < V)
     eg = tl.exp(gc)
@@ -244,7 +244,8 @@ def output_kernel(
 
 def previous_partition(plan: DevicePlan, rows: Rows, init_count: torch.Tensor,
                        init_starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The partition at ``a - 1`` for every chunk ``[a, b)``: ``[NC, H]``, ``[NC, H, C]`` int32.
+    """The partition at ``a - 1`` for every chunk ``[a, b)``: ``[NC, PH]``, ``[NC, PH, C]`` int32
+    (``PH`` the plan's heads, :func:`plan_heads`).
 
     Chunk 0 of a sequence continues the carried cache (``init_*`` ``[N, H, ...]``).
     """
@@ -256,8 +257,9 @@ def previous_partition(plan: DevicePlan, rows: Rows, init_count: torch.Tensor,
     n, i = tab[:, 0], tab[:, 1]
     tok = (rows.bos.long()[n] + i * rows.chunk - 1).clamp(min=0)
     first = (i == 0)
-    pc = torch.where(first[:, None], init_count[n].to(torch.int32), plan.count[tok])
-    ps = torch.where(first[:, None, None], init_starts[n].to(torch.int32), plan.starts[tok])
+    ph = plan_heads(plan)  # a plan shared by all heads comes with no carried cache
+    pc = torch.where(first[:, None], init_count[n, :ph].to(torch.int32), plan.count[tok])
+    ps = torch.where(first[:, None, None], init_starts[n, :ph].to(torch.int32), plan.starts[tok])
     return pc.contiguous(), ps.contiguous()
 
 
@@ -268,22 +270,37 @@ def _blocks(K: int, V: int, max_bv: int) -> tuple[int, int, int]:
 
 
 # Launch parameters, from benchmarks/bench_triton_gpu.py --sweep on an H200 (C = 16, D = 64).
-# state_bv 0: the widest V block that still gives the sequential state pass 256 programs
-# (T = 2K, 512 rows: BV 64 2.7 ms vs BV 16 4.1 ms; T = 64K, 16 rows: BV 16 11 ms vs BV 64
-# 19 ms). Output kernel: 4 warps 1.69 ms vs 8 warps 2.26 ms.
-TUNING: dict[str, Any] = {"state_bv": 0, "state_warps": 4, "output_bv": 64,
-                          "output_warps": 4, "output_stages": 3, "snapshots": "input"}
+# Output kernel: 4 warps 1.69 ms vs 8 warps 2.26 ms. State passes: ``state_elems`` bounds the
+# register tile of the C running states (CP * BK * BV float32 entries); ``state_programs`` is
+# the parallelism below which the K and V blocks are halved (down to 16).
+TUNING: dict[str, Any] = {"state_elems": 8192, "state_programs": 512, "state_warps": 4,
+                          "output_bv": 64, "output_warps": 4, "output_stages": 3,
+                          "snapshots": "input"}
 
 
-def state_bv(V: int, rows: int, bk: int) -> int:
-    """V block of the state pass: parallel programs matter more than reuse across V, and a
-    ``[bk, bv]`` float32 accumulator above 64 x 64 spills (D = 128, BV 128: 2.5x slower)."""
-    if TUNING["state_bv"]:
-        return int(TUNING["state_bv"])
-    bv = max(16, triton.next_power_of_2(V))
-    while bv > 16 and (rows * triton.cdiv(V, bv) < 256 or bk * bv > 64 * 64):
-        bv //= 2
-    return bv
+def state_cp(C: int) -> int:
+    """Slots of the register tile: a power of two, at least 16 (a matrix-product side)."""
+    return max(16, triton.next_power_of_2(C))
+
+
+def state_blocks(K: int, V: int, C: int, rows: int) -> tuple[int, int]:
+    """``(BK, BV)`` of the state passes: the ``[CP, BK * BV]`` float32 tile of the running
+    states must fit ``TUNING["state_elems"]``, and small row counts get more programs."""
+    BK = max(16, triton.next_power_of_2(K))
+    BV = max(16, triton.next_power_of_2(V))
+    cp = state_cp(C)
+    while cp * BK * BV > TUNING["state_elems"] and max(BK, BV) > 16:
+        if BV >= BK and BV > 16:
+            BV //= 2
+        else:
+            BK //= 2
+    while (rows * triton.cdiv(K, BK) * triton.cdiv(V, BV) < TUNING["state_programs"]
+           and max(BK, BV) > 16):
+        if BV >= BK and BV > 16:
+            BV //= 2
+        else:
+            BK //= 2
+    return BK, BV
 
 
 def _interpreting() -> bool:
@@ -296,24 +313,35 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor, run: torch.Tensor,
-                      prev: tuple[torch.Tensor, torch.Tensor]) -> None:
-    """Fill the snapshots ``h`` and the running states ``run [N * H, 2, C, K, V]`` (float32);
-    with carried states, snapshot 0 of every sequence and ``run[:, 0]`` already hold them
-    (without, nothing is read before it is written)."""
+def fp32_products(dtype: torch.dtype) -> bool:
+    """Matrix products in float32: float32 and float16 inputs (float16's range), and the
+    interpreter, whose 16-bit products are wrong (triton 3.6)."""
+    return dtype != torch.bfloat16 or _interpreting()
+
+
+def plan_heads(plan: DevicePlan) -> int:
+    """The heads of the plan tensors: ``H``, or 1 when every head shares one plan."""
+    return int(plan.count.shape[1])
+
+
+def launch_state_pass(k, v, g, plan: DevicePlan, rows: Rows, h: torch.Tensor,
+                      prev: tuple[torch.Tensor, torch.Tensor], states0: torch.Tensor | None,
+                      final: torch.Tensor) -> None:
+    """Fill the snapshots ``h`` and the final states ``final [N, H, C, K, V]`` float32 from
+    the carried ``states0`` (float32, or None: none carried)."""
     H, K = k.shape[1:]
     V = v.shape[-1]
     C = plan.starts.shape[-1]
-    bv = state_bv(V, rows.N * H, max(16, triton.next_power_of_2(K)))
-    BK, BV, NV = _blocks(K, V, bv)  # V blocks: more sequential programs
-    if rows.N * H and rows.max_len:
-        state_pass_kernel[(rows.N * H, NV)](
+    BK, BV = state_blocks(K, V, C, rows.N * H)
+    if rows.N * H:
+        state_pass_kernel[(rows.N * H, triton.cdiv(K, BK), triton.cdiv(V, BV))](
             k, v, g, plan.count, plan.starts, prev[0], prev[1],
-            rows.bos, rows.lens, rows.pos0, rows.hofs, h, run,
-            NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, K=K, V=V, C=C,
-            CP=triton.next_power_of_2(C + 1), BT=rows.chunk, BK=BK, BV=BV,
-            PREC=_precision(k.dtype), UPCAST=_interpreting(),
-            num_warps=TUNING["state_warps"],
+            rows.bos, rows.lens, rows.pos0, rows.hofs, h,
+            final if states0 is None else states0, final,
+            NT_MAX=bucket(triton.cdiv(rows.max_len, rows.chunk)), H=H, PH=plan_heads(plan),
+            K=K, V=V, C=C, CP=state_cp(C), BT=rows.chunk, BK=BK, BV=BV,
+            HAS_S0=states0 is not None, PREC=_precision(k.dtype),
+            FP32=fp32_products(k.dtype), num_warps=TUNING["state_warps"],
         )
 
 
@@ -330,9 +358,9 @@ def launch_output(q, k, v, g, lam, plan: DevicePlan, rows: Rows, h: torch.Tensor
         output_kernel[(rows.chunk_table.shape[0], NV, H)](
             q, k, v, g, lam, plan.count, plan.starts, plan.labels, prev[0], prev[1],
             rows.chunk_table, rows.bos, rows.lens, rows.pos0, rows.hofs, h, o, float(scale),
-            H=H, K=K, V=V, C=C, CP=triton.next_power_of_2(C), BT=rows.chunk, BK=BK, BV=BV,
-            PREC=_precision(q.dtype), UPCAST=_interpreting(), WIDE=q.dtype == torch.float16,
-            num_warps=TUNING["output_warps"],
+            H=H, PH=plan_heads(plan), K=K, V=V, C=C, CP=triton.next_power_of_2(C), BT=rows.chunk,
+            BK=BK, BV=BV, PREC=_precision(q.dtype), UPCAST=_interpreting(),
+            WIDE=q.dtype == torch.float16, num_warps=TUNING["output_warps"],
             num_stages=TUNING["output_stages"],
         )
     return o
@@ -356,11 +384,7 @@ def launch_forward(q, k, v, g, lam, plan: DevicePlan, rows: Rows, states0: torch
     K, V = k.shape[-1], v.shape[-1]
     h = torch.empty((rows.n_snapshots, H, C, K, V), dtype=snapshot_dtype(q.dtype),
                     device=q.device)
-    run = torch.empty((N, H, 2, C, K, V), dtype=torch.float32, device=q.device)
-    if states0 is not None:  # without carried states nothing is read before it is written
-        run[:, :, 0] = states0
-        h[rows.hofs.long()] = states0.to(h.dtype)
-    launch_state_pass(k, v, g, plan, rows, h, run, prev)
+    final = torch.empty((N, H, C, K, V), dtype=torch.float32, device=q.device)
+    launch_state_pass(k, v, g, plan, rows, h, prev, states0, final)
     o = launch_output(q, k, v, g, lam, plan, rows, h, prev, scale, out_dtype)
-    nt = (rows.lens.long() + rows.chunk - 1) // rows.chunk
-    return o, run[torch.arange(N, device=q.device), :, nt % 2], h
+    return o, final, h

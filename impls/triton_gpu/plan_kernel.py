@@ -222,11 +222,13 @@ def fenwick_positions(rows: Rows, BT: int) -> torch.Tensor:
     return rows.pos0.long()[seq] + local
 
 
-def plan_fenwick(rows: Rows, BT: int, H: int, C: int) -> DevicePlan:
+def plan_fenwick(rows: Rows, BT: int, H: int, C: int, shared: bool = False) -> DevicePlan:
     """DLA-4.1, DLA-4.2: at position ``p`` level ``l >= 1`` exists iff bit ``l - 1`` of ``p`` is 1.
 
     Its tokens are ``[(p >> l) << l, ((p >> l) << l) + 2 ** (l - 1))``; level 0 is
-    ``p`` alone. Slots list the levels from the highest (oldest) down.
+    ``p`` alone. Slots list the levels from the highest (oldest) down. The partition
+    depends on positions only, so with ``shared`` the plan has one head that every head
+    reads (``[B * T, 1, ...]``: ``H`` times fewer bytes to write and read).
     """
     pos = fenwick_positions(rows, BT)  # capacity checked by validation.check_*_call (DLA-9.11)
     lv = torch.arange(C - 1, -1, -1, device=pos.device)  # levels, oldest first
@@ -243,11 +245,13 @@ def plan_fenwick(rows: Rows, BT: int, H: int, C: int) -> DevicePlan:
     labels = torch.cat([labels, labels[:, :1]], 1).scatter(
         1, idx, torch.where(exists, lv[None, :].expand_as(idx), -1))[:, :C]
 
+    PH = 1 if shared else H
+
     def rep(x: torch.Tensor) -> torch.Tensor:
-        return x[:, None].expand(BT, H, *x.shape[1:]).contiguous()
+        return x[:, None].expand(BT, PH, *x.shape[1:]).contiguous()
 
     return DevicePlan(
-        boundary=torch.ones((BT, H), dtype=torch.bool, device=pos.device),
+        boundary=torch.ones((BT, PH), dtype=torch.bool, device=pos.device),
         count=rep(count.to(torch.int32)), starts=rep(starts.to(torch.int32)),
         labels=rep(labels.to(torch.int32)), final_info=None,
     )
