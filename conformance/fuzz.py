@@ -396,8 +396,20 @@ def _run(ctx: Context) -> ClauseResult:
     failure: list[tuple[FuzzCase, str]] = []
     phases = [Phase.generate] + ([Phase.shrink] if ctx.profile.name == "thorough" else [])
 
+    start = time.perf_counter()
+    try:  # first a sweep: every mutation once, and every non-finite value in every float input
+        for case in sweep(ctx):
+            try:
+                run_case(ctx, case, tally)
+            except AssertionError as err:
+                failure[:] = [(case, str(err))]
+                raise
+    except AssertionError:
+        return _result(ctx, False, f"{failure[-1][1]}; falsifying call: {failure[-1][0]!r}",
+                       tally, start)
+
     @seed(ctx.seed)
-    @settings(max_examples=n, deadline=None, database=None, phases=phases,
+    @settings(max_examples=n, deadline=None, database=None, phases=phases, derandomize=False,
               verbosity=Verbosity.quiet, print_blob=False, suppress_health_check=list(HealthCheck))
     @given(fuzz_cases(ctx))
     def test(case: FuzzCase) -> None:
@@ -407,7 +419,6 @@ def _run(ctx: Context) -> ClauseResult:
             failure[:] = [(case, str(err))]
             raise
 
-    start = time.perf_counter()
     try:
         test()
         passed = True
@@ -416,6 +427,11 @@ def _run(ctx: Context) -> ClauseResult:
         passed = False
         detail = (f"{failure[-1][1]}; falsifying call: {failure[-1][0]!r}" if failure
                   else f"the fuzz run failed: {type(exc).__name__}: {exc}")
+    return _result(ctx, passed, detail, tally, start)
+
+
+def _result(ctx: Context, passed: bool, detail: str, tally: dict[str, int],
+            start: float) -> ClauseResult:
     tried = sum(tally.values())
     counts = ", ".join(f"{v} {k}" for k, v in tally.items() if v)
     summary = f"{tried} fuzzed calls (profile {ctx.profile.name}, seed {ctx.seed}): {counts}"
@@ -423,6 +439,27 @@ def _run(ctx: Context) -> ClauseResult:
                         passed, f"{detail}; {summary}" if detail else summary, None,
                         dtype=ctx.dtype, device=ctx.device,
                         seconds=time.perf_counter() - start, regime="fuzz")
+
+
+def sweep(ctx: Context) -> list[FuzzCase]:
+    """Deterministic calls before the random ones: each mutation of :data:`MUTATIONS` once, and
+    NaN, +inf and -inf in each float input in turn (``k`` picks the input)."""
+    c = ctx.claims
+    T = c.fit("T", 17) or 1
+    policy = c.policies[0]
+    C = c.fit("C", 3) or 1
+    if policy == "fenwick":
+        from dla.reference.policies import fenwick_capacity
+
+        C = fenwick_capacity(T + PREFIX)
+    base = FuzzCase(T=T, C=C, policy=policy, base=c.bases[0], score=c.scores[-1],
+                    with_cache="streaming" in c.levels, with_plan=c.plans == "any",
+                    packed="varlen" in c.levels, mutations=(), data_seed=ctx.seed)
+    n_floats = 5 + (base.base == "delta") + (base.score == "external")
+    out = [dataclasses.replace(base, mutations=((kind, 1),)) for kind in MUTATIONS]
+    out += [dataclasses.replace(base, mutations=((kind, i),))
+            for kind in ("nan", "posinf", "neginf") for i in range(n_floats)]
+    return out
 
 
 def fuzz_checks(ctx: Context) -> list[Check]:

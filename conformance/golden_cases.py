@@ -757,12 +757,13 @@ def check_gradients(out: Outcome) -> None:
 # ----------------------------------------------------------------- the catalogue
 # fmt: off
 
-BASICS = ("DLA-1.1", "DLA-1.2", "DLA-1.3", "DLA-1.4", "DLA-5.3", "DLA-6.1", "DLA-10.1",
-          "DLA-10.2", "DLA-10.4", "DLA-11.1", "DLA-11.3", "DLA-11.5", "DLA-12.1", "DLA-12.7")
+BASICS = ("DLA-1.1", "DLA-1.2", "DLA-1.3", "DLA-1.4", "DLA-1.6", "DLA-5.3", "DLA-6.1",
+          "DLA-10.1", "DLA-10.2", "DLA-10.4", "DLA-11.1", "DLA-11.3", "DLA-11.5", "DLA-12.1",
+          "DLA-12.7")
 DLA_POLICY = ("DLA-2.1", "DLA-2.3", "DLA-3.1", "DLA-3.2", "DLA-3.3", "DLA-3.5", "DLA-3.6",
               "DLA-6.3")
 FENWICK = ("DLA-2.5", "DLA-3.6", "DLA-4.1", "DLA-4.2", "DLA-4.4", "DLA-6.3")
-STREAM = ("DLA-1.5", "DLA-7.1", "DLA-7.2", "DLA-7.4", "DLA-12.4")
+STREAM = ("DLA-1.5", "DLA-7.1", "DLA-7.2", "DLA-7.4", "DLA-10.6", "DLA-12.4")
 F32 = 1e-3  # margin floor of key-cosine cases: MARGIN_BOUND["float32"] of dla.conformance.tolerance
 
 S = Dims
@@ -807,7 +808,7 @@ def invalid(name: str, description: str, error: ErrorSpec,
     """An invalid case. ``requires``: the config fields its rule depends on (default: the
     fields ``config`` sets besides ``capacity`` and ``tau``); the others may be changed to
     what an implementation claims, so the rule reaches every implementation (DLA-12.8)."""
-    every = {"DLA-9.13", "DLA-11.1", "DLA-12.7", "DLA-12.8", error.clause, *clauses}
+    every = {"DLA-9.13", "DLA-11.1", "DLA-11.7", "DLA-12.7", "DLA-12.8", error.clause, *clauses}
     if requires is None:
         requires = tuple(k for k in (config or {}) if k not in ("capacity", "tau"))
     return CaseSpec(name, description, config or dict(GLA), dims, seed,
@@ -843,8 +844,9 @@ def _core_cases() -> list[CaseSpec]:
               check_boundary_everywhere, margin_floor=F32),
         valid("dyadic_ties", "external scores on a dyadic grid: exact ties at tau and among merges",
               {"capacity": 3, "tau": 0.5, "score": "external"}, S(2, 24, 2, 4, 3), 8,
-              ("DLA-2.4", "DLA-3.1", "DLA-3.2", "DLA-3.3", "DLA-3.4", "DLA-3.5", "DLA-3.6",
-               "DLA-5.1", "DLA-6.3", "DLA-10.3", "DLA-12.3"), plain(), check_ties),
+              ("DLA-2.4", "DLA-2.7", "DLA-3.1", "DLA-3.2", "DLA-3.3", "DLA-3.4", "DLA-3.5",
+               "DLA-3.6", "DLA-5.1", "DLA-6.3", "DLA-10.3", "DLA-10.8", "DLA-12.3"), plain(),
+              check_ties),
         valid("zero_norm_keys", "zero keys (first token, twice in a row, alone) score iota = 1",
               {"capacity": 3, "tau": 0.5}, S(1, 12, 2, 4, 3), 9, (*DLA_POLICY, "DLA-2.2"),
               with_zero_keys, check_zero_keys),
@@ -913,7 +915,7 @@ def _stream_cases() -> list[CaseSpec]:
               check_varlen, output_final_cache=True),
         valid("gradients_delta", "finite-difference gradients of sum(w * o), plan frozen",
               {"capacity": 3, "tau": 0.4, "base": "delta"}, S(1, 7, 1, 3, 2), 24,
-              (*DLA_POLICY, "DLA-5.2", "DLA-6.2", "DLA-10.5", "DLA-12.2", "DLA-12.6"),
+              (*DLA_POLICY, "DLA-5.2", "DLA-6.2", "DLA-10.5", "DLA-10.7", "DLA-12.2", "DLA-12.6"),
               gradient_inputs, check_gradients, gradients=True),
     ]
 
@@ -925,30 +927,31 @@ def _regime_cases() -> list[CaseSpec]:
         valid("threshold_float32_tenth", "external scores float32(0.1) against tau = 0.1: "
               "just above tau, so boundaries (exact comparison)",
               {"capacity": 16, "tau": 0.1, **ext}, S(1, 16, 2, 4, 3), 30,
-              ("DLA-2.4", "DLA-3.1", "DLA-3.8"), float32_tenths, check_float32_tenths,
+              ("DLA-2.4", "DLA-3.1", "DLA-3.8", "DLA-12.11"), float32_tenths, check_float32_tenths,
               target="DLA-3.8"),
         valid("repeated_keys_tau_zero", "repeated, 2^j-scaled and negated keys at tau = 0: "
               "scores exactly 0, 1, 2, exact merge ties", {"capacity": 3, "tau": 0.0},
-              S(1, 24, 2, 6, 3), 31, (*DLA_POLICY, "DLA-2.2", "DLA-3.4", "DLA-2.6"),
+              S(1, 24, 2, 6, 3), 31, (*DLA_POLICY, "DLA-2.2", "DLA-3.4", "DLA-12.11", "DLA-2.6"),
               repeated_keys, check_repeated_keys, target="DLA-2.6"),
         valid("extreme_key_norms", "keys scaled by 2^-100 and 2^100: their squares leave "
               "float32's range", {"capacity": 3, "tau": 0.5}, S(1, 20, 2, 4, 3), 32,
-              (*DLA_POLICY, "DLA-2.2", "DLA-2.6"), extreme_key_norms, check_extreme_norms,
+              (*DLA_POLICY, "DLA-2.2", "DLA-12.11", "DLA-2.6"), extreme_key_norms,
+              check_extreme_norms,
               margin_floor=F32, target="DLA-2.6"),
         valid("information_ties_float64", "float64 scores j / 10 whose merges tie only in the "
               "running-sum order of DLA-3.2", {"capacity": 3, "tau": 0.05, **ext},
-              S(1, 30, 3, 4, 3), 33, ("DLA-2.4", "DLA-3.2", "DLA-3.4", "DLA-3.9"),
+              S(1, 30, 3, 4, 3), 33, ("DLA-2.4", "DLA-3.2", "DLA-3.4", "DLA-12.11", "DLA-3.9"),
               tenths_with_ties, check_tenths_with_ties, target="DLA-3.9"),
         valid("delta_non_unit_keys", "delta base with key norms in [0.5, 1.15]",
               {"capacity": 3, "tau": 0.5, "base": "delta", **ext}, S(1, 24, 2, 5, 3), 34,
-              ("DLA-5.2", "DLA-5.5"), non_unit_delta_keys, check_non_unit_keys,
+              ("DLA-5.5", "DLA-12.11", "DLA-5.2"), non_unit_delta_keys, check_non_unit_keys,
               target="DLA-5.2"),
         valid("wide_heads", "K = 80 and V = 136: partial second and third tiles, K != V",
               {"capacity": 3, "tau": 0.5, **ext}, S(1, 20, 1, 80, 136), 35,
-              ("DLA-5.1", "DLA-5.3"), plain(), check_wide, target="DLA-5.3"),
+              ("DLA-5.1", "DLA-12.11", "DLA-5.3"), plain(), check_wide, target="DLA-5.3"),
         valid("long_strong_decay", "T = 600 with g in [-3, -1): the cumulative decay reaches "
               "about -1200", {"capacity": 4, "tau": 0.5, **ext}, S(1, 600, 1, 4, 4), 36,
-              ("DLA-5.1", "DLA-5.6"), plain(g_range=(-3.0, -1.0)), check_strong_long,
+              ("DLA-5.1", "DLA-12.11", "DLA-5.6"), plain(g_range=(-3.0, -1.0)), check_strong_long,
               target="DLA-5.6"),
     ]
 

@@ -49,6 +49,7 @@ def test_default_levels_are_the_claims_plus_properties() -> None:
         "execute",
         "properties",
         "claims",
+        "robustness",
     ]
     with pytest.raises(ValueError, match="levels"):
         resolve_levels(["plan", "speed"], resolve({"levels": ("plan",)}))

@@ -27,7 +27,7 @@ def test_the_reference_and_torch_cpu_pass_the_level(impl: str) -> None:
     assert chains and all("one-token calls after a prefill" in r.detail for r in chains)
     assert all("error/bound per 64 tokens" in r.detail for r in chains)
     fuzz = [r for r in report.results if r.check == "fuzzed malformed calls"]
-    assert fuzz and all("30 fuzzed calls" in r.detail for r in fuzz)
+    assert fuzz and all(int(r.detail.split(" fuzzed calls")[0].split()[-1]) >= 30 for r in fuzz)
     assert report.regimes().keys() >= {"canaries", "layouts", "decode_chain", "fuzz"}
 
 

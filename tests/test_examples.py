@@ -60,7 +60,7 @@ def test_each_cpu_adapter_certifies_with_the_readme_command(name: str, tmp_path:
     d = json.loads(report.read_text())
     module = _load(monkeypatch, name)
     claimed = set(module.CLAIMS["levels"])
-    assert set(d["levels"]) == claimed | {"properties", "claims"} and d["complete"]
+    assert set(d["levels"]) == claimed | {"properties", "claims", "robustness"} and d["complete"]
     for level in claimed:
         assert d["level_counts"][level]["pass"] > 0, level
     assert "unexercised_clauses" in d and "not_supported" in d

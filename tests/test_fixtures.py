@@ -25,6 +25,14 @@ FORWARD_NAMES = {"q", "k", "v", "g", "lam", "beta", "scores", "cu_seqlens"}
 # Clauses no golden case can exercise, with the reason (the report states them too).
 NOT_EXERCISABLE = {
     "DLA-11.4": "how the engine is told which implementation to load; no array file tests it",
+    "DLA-1.7": "inputs left unmodified: the robustness level watches live calls",
+    "DLA-1.8": "strides and bytes outside views: the robustness level builds the views",
+    "DLA-1.9": "determinism: repeated live calls (robustness level)",
+    "DLA-9.14": "refusals outside an implementation's claims: the claims level probes them",
+    "DLA-11.6": "the claims protocol: read from the implementation, not from files",
+    "DLA-12.9": "the claims level itself",
+    "DLA-12.10": "the robustness level itself",
+    "DLA-12.12": "how outcomes are reported",
 }
 SMALL_CASES = ["gla_dla_basic", "dyadic_ties", "stream_continue", "varlen_initial_cache",
                "gradients_delta", "plan_count_zero"]
