@@ -3,7 +3,10 @@
 - ``run --impl NAME_OR_PATH [--levels ...] [--dtype ...] [--device ...]
   [--profile ci|thorough] [--seed N] [--report out.json]``: certify an
   implementation; exit 0 only when every level run passes, 1 otherwise,
-  2 on usage errors.
+  2 on usage errors. ``--html out.html`` also writes a self-contained HTML
+  page (needs matplotlib), ``--certificate CERT.md`` a Markdown certificate.
+- ``report report.json [--html out.html] [--certificate CERT.md]``: the same
+  page and certificate from a saved JSON report; exit code as for ``run``.
 - ``fixtures generate [--out DIR]`` / ``fixtures verify [--dir DIR]``: the golden
   fixtures (``dla.conformance.golden``).
 - ``list``: the registered implementations and their claims.
@@ -66,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--only-failures", action="store_true", help="table rows of failed checks only"
     )
+    _add_outputs(run)
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -85,12 +89,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--dir", type=Path, help="fixtures directory (default: the packaged fixtures)")
     sub.add_parser("list", help="registered implementations and their claims")
+    rep = sub.add_parser("report", help="write the HTML page or the certificate of a saved "
+                                        "JSON report (exit 0 if it passed, 1 if not)")
+    rep.add_argument("json", type=Path, metavar="REPORT_JSON",
+                     help="a report written by `run --report`")
+    _add_outputs(rep)
     return p
 
 
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    """``--html`` and ``--certificate``, shared by ``run`` and ``report``."""
+    p.add_argument("--html", type=Path, metavar="OUT.html",
+                   help="write a self-contained HTML report (certificate, then every failure "
+                        "with pictures); needs matplotlib: pip install \"dla-spec[plot]\"")
+    p.add_argument("--certificate", type=Path, metavar="CERT.md",
+                   help="write a short Markdown certificate (implementation version, spec, "
+                        "suite and fixtures checksum, claims, coverage, result)")
+
+
+def _need_plots(args: argparse.Namespace) -> None:
+    """Before any work: ``--html`` without matplotlib is a usage error (exit 2)."""
+    if getattr(args, "html", None) is None:
+        return
+    from dla.conformance import html_report
+
+    try:
+        html_report.require_matplotlib()
+    except html_report.PlotUnavailable as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _write_outputs(report: Any, args: argparse.Namespace, *, date: Any = None,
+                   date_note: str = "end of the run") -> list[str]:
+    """Write ``--html`` and ``--certificate`` if asked; the lines saying where they went."""
+    lines = []
+    if args.html is not None:
+        from dla.conformance import html_report
+
+        html_report.write(report, args.html)
+        lines.append(f"HTML report written to {args.html}")
+    if args.certificate is not None:
+        from dla.conformance import certificate
+
+        certificate.write(report, args.certificate, date=date, date_note=date_note)
+        lines.append(f"certificate written to {args.certificate}")
+    return lines
+
+
 def _run(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
     from dla.conformance import certify
 
+    _need_plots(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     report = certify(
         args.impl,
@@ -102,9 +153,11 @@ def _run(args: argparse.Namespace) -> int:
         progress=progress,
         threads=args.threads or None,
     )
+    finished = datetime.now(timezone.utc)
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report.to_json(), indent=2, default=_json_default) + "\n")
+    written = _write_outputs(report, args, date=finished)
     try:
         print(report.table(only_failures=args.only_failures))
         print()
@@ -115,9 +168,45 @@ def _run(args: argparse.Namespace) -> int:
         print(report.summary())
         if args.report is not None:
             print(f"report written to {args.report}")
+        for line in written:
+            print(line)
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into `head`: the verdict is still the exit code
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``report REPORT_JSON``: the summary, and ``--html`` / ``--certificate`` from the JSON."""
+    from datetime import datetime, timezone
+
+    from dla.conformance.report import Report
+
+    _need_plots(args)
+    try:
+        data = json.loads(args.json.read_text())
+    except OSError as exc:
+        raise _UsageError(f"report: cannot read {args.json}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"report: {args.json} is not JSON: {exc}") from None
+    fmt = data.get("format", "") if isinstance(data, dict) else ""
+    if not str(fmt).startswith("dla-conformance-report/"):
+        raise _UsageError(f"report: {args.json} is not a dla-conformance report "
+                          f"(format {fmt!r})")
+    try:
+        report = Report.from_json(data)
+    except (KeyError, TypeError) as exc:
+        raise _UsageError(f"report: {args.json} lacks {exc} (not a complete report)") from None
+    if data.get("date"):
+        date = datetime.fromisoformat(str(data["date"]).replace("Z", "+00:00"))
+        note = "of the run, from the report"
+    else:
+        date = datetime.fromtimestamp(args.json.stat().st_mtime, timezone.utc)
+        note = "when the JSON report was written: the report records no date"
+    written = _write_outputs(report, args, date=date, date_note=note)
+    print(report.summary())
+    for line in written:
+        print(line)
     return EXIT_PASS if report.passed else EXIT_FAIL
 
 
@@ -196,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "fixtures":
             return _fixtures(args)
+        if args.command == "report":
+            return _report(args)
         return _list()
     except (LoadError, ValueError, _UsageError) as exc:
         print(f"dla-conformance: error: {exc}", file=sys.stderr)
