@@ -344,7 +344,7 @@ def varlen_checks(ctx: Context) -> list[Check]:
 
         def run(c: Config = cfg, b: str = base) -> Comparison:
             rng = ctx.rng("regime", "varlen-many", b)
-            lengths = piece_lengths(rng, s.T, 3 * rows.B + 2)
+            lengths = piece_lengths(rng, s.T, 2 * rows.B + 1)
             cu = cu_seqlens_for(lengths)
             x = random_inputs(rng, s, c, ctx.dtype)
             x["scores"] = dyadic_scores(rng, (1, s.T, s.H))

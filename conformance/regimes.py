@@ -40,7 +40,7 @@ _REGIMES = (
            Shape(B=1, T=40, H=1, K=96, V=160), Shape(B=1, T=72, H=2, K=256, V=200)),
     Regime("many_rows", "more than 32 rows (B * H), where row-parallel planners switch paths",
            ("DLA-1.1", "DLA-3.3"),
-           Shape(B=5, T=16, H=8, K=4, V=4), Shape(B=8, T=40, H=16, K=4, V=4)),
+           Shape(B=5, T=12, H=7, K=4, V=4), Shape(B=8, T=40, H=16, K=4, V=4)),
     Regime("chunk_edges", "lengths one below, at and one above the chunk sizes 16, 32, 64, 128 "
            "and the powers of two (a chunk tail, a new Fenwick level)", ("DLA-4.1", "DLA-5.6"),
            Shape(B=1, T=129, H=1, K=4, V=4), Shape(B=2, T=257, H=2, K=8, V=8)),

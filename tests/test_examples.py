@@ -66,6 +66,27 @@ def test_each_cpu_adapter_certifies_with_the_readme_command(name: str, tmp_path:
     assert "unexercised_clauses" in d and "not_supported" in d
 
 
+def test_the_readme_command_for_the_example_runs_verbatim() -> None:
+    """The README's own line, `dla-conformance run --impl examples.third_party_adapter --report
+    report.json`, run as written from the repository root (the report file is removed after)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    (line,) = {m for m in re.findall(r"^dla-conformance run --impl examples\.third_party_adapter"
+                                     r"[^\n]*$", text, flags=re.M)}
+    report = ROOT / "report.json"
+    existed = report.exists()
+    try:
+        argv = line.split("#")[0].split()
+        argv[0] = _console()  # the same console script, by its full path
+        result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        assert "examples.third_party_adapter: PASSED" in result.stdout
+    finally:
+        if report.exists() and not existed:
+            report.unlink()
+
+
 def test_the_capacity_one_adapter_refuses_capacity_two_and_the_fenwick_one_dla(
         monkeypatch) -> None:
     """DLA-9.14: outside their claims the fla adapters refuse by name, and the claims level
