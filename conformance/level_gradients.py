@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -113,16 +114,33 @@ def implementation_gradients(
     return out
 
 
+@dataclass
+class _Problem:
+    """One gradient comparison: inputs, the frozen plan, the cotangent ``R`` of ``o``, and the
+    differentiable inputs (DLA-10.5, DLA-10.7)."""
+
+    rng: np.random.Generator
+    inputs: dict[str, np.ndarray]
+    plan: Plan
+    R: np.ndarray
+    names: tuple[str, ...]
+
+
+def _problem(ctx: Context, config: Config, key: tuple, s: Shape) -> _Problem:
+    rng = ctx.rng(LEVEL, *key)
+    inputs = _inputs(ctx, rng, config, s)
+    args, kw = split(inputs)
+    plan = ref.make_plan(config, k=inputs["k"], scores=kw.get("scores"))
+    o, _ = ref.forward(*args, config, plan=plan, **kw)
+    names = ("q", "k", "v", "g", "lam") + (("beta",) if config.base == "delta" else ())
+    return _Problem(rng, inputs, plan, rng.standard_normal(o.shape), names)
+
+
 def _gradient_check(ctx: Context, config: Config, key: tuple,
                     s: Shape) -> Callable[[], list[Comparison]]:
     def run() -> list[Comparison]:
-        rng = ctx.rng(LEVEL, *key)
-        inputs = _inputs(ctx, rng, config, s)
-        args, kw = split(inputs)
-        plan = ref.make_plan(config, k=inputs["k"], scores=kw.get("scores"))
-        o, _ = ref.forward(*args, config, plan=plan, **kw)
-        R = rng.standard_normal(o.shape)
-        names = ("q", "k", "v", "g", "lam") + (("beta",) if config.base == "delta" else ())
+        p = _problem(ctx, config, key, s)
+        inputs, plan, R, names = p.inputs, p.plan, p.R, p.names
         expected = finite_differences(config, inputs, plan, R, names)
         actual = implementation_gradients(ctx, config, inputs, plan, R, names)
         return [compare_gradient(actual[n], expected[n], ctx.dtype, n) for n in names]
@@ -167,14 +185,9 @@ def _long_gradient_check(ctx: Context, config: Config, key: tuple,
     sequence of several chunks, so backward through the carried inter-chunk states counts."""
 
     def run() -> list[Comparison]:
-        rng = ctx.rng(LEVEL, *key)
-        inputs = _inputs(ctx, rng, config, s)
-        args, kw = split(inputs)
-        plan = ref.make_plan(config, k=inputs["k"], scores=kw.get("scores"))
-        o, _ = ref.forward(*args, config, plan=plan, **kw)
-        R = rng.standard_normal(o.shape)
-        names = ("q", "k", "v", "g", "lam") + (("beta",) if config.base == "delta" else ())
-        dirs = {n: _block_directions(rng, inputs[n], CHUNK_REGIME) for n in names}
+        p = _problem(ctx, config, key, s)
+        inputs, plan, R, names = p.inputs, p.plan, p.R, p.names
+        dirs = {n: _block_directions(p.rng, inputs[n], CHUNK_REGIME) for n in names}
         expected = directional_differences(config, inputs, plan, R, dirs)
         grads = implementation_gradients(ctx, config, inputs, plan, R, names)
         out = []

@@ -177,13 +177,18 @@ class Report:
         return sort_clauses(set(CLAUSES) - NOT_PER_IMPLEMENTATION - self.exercised_clauses())
 
     def not_supported_reasons(self) -> dict[str, int]:
-        """Why checks were not supported (the claim each fell outside), with counts."""
+        """Why checks were not supported (the claim each fell outside), with counts; probes of
+        the claims level that were refused are grouped as such, by what was probed."""
         out: dict[str, int] = {}
         for r in self.results:
-            if r.status == NOT_SUPPORTED:
+            if r.status != NOT_SUPPORTED:
+                continue
+            if r.probe:
+                reason = f"refused when probed: {r.check.removeprefix('unclaimed ')}"
+            else:
                 reason = r.detail.split(";")[0].removeprefix("outside the claims: ")
-                out[reason] = out.get(reason, 0) + 1
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+            out[reason] = out.get(reason, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def worst_errors(self) -> dict[str, dict[str, Any] | None]:
         """Per level, the comparison closest to (or furthest past) its bound."""
