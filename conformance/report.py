@@ -398,7 +398,7 @@ def _failure_lines(r: ClauseResult) -> list[str]:
             continue
         lines.append(f"{label} at {tuple(w[key])}: got {_short(got)}, expected {_short(exp)}")
     ctx = w.get("context")
-    if ctx:
+    if ctx and ctx not in r.detail:
         lines.append(f"context: {ctx}")
     return lines
 
