@@ -384,6 +384,7 @@ def plan_figure(worst: dict[str, Any], title: str) -> tuple[bytes, int, str, str
     from matplotlib.collections import PatchCollection
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
 
     row = worst.get("plan_row")
     if not isinstance(row, dict):
@@ -410,7 +411,7 @@ def plan_figure(worst: dict[str, Any], title: str) -> tuple[bytes, int, str, str
         under="black", over="magenta", bad="white")
     norm = BoundaryNorm(np.arange(C + 1) - 0.5, C)
     nrows = hi - lo
-    height = min(2.2 + 0.075 * nrows, 9.0)
+    height = min(max(2.2 + 0.075 * nrows, 4.2), 9.0)
     fig = _new_figure(11.0, height, top=0.75, right=0.1, left=0.7)
     axes = fig.subplots(1, 2, sharey=True)
     lw = 0.6 if ncol <= 64 else max(0.15, 0.6 * 64 / ncol)
@@ -444,6 +445,8 @@ def plan_figure(worst: dict[str, Any], title: str) -> tuple[bytes, int, str, str
         ax.set_xlabel("past position s")
         ax.set_xlim(-0.5, ncol - 0.5)
         ax.set_ylim(hi - 0.5, lo - 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("readout t")
     cbar = fig.colorbar(img, ax=list(axes), ticks=range(C), shrink=0.85)
     cbar.set_label("label of the state holding s at readout t")
