@@ -76,7 +76,18 @@ def certify(
         for ctx, check in _progress(work, progress, f"certifying {loaded.name}"):
             report.results.extend(run_check(check, ctx))
     report.duration_s = time.perf_counter() - t0
+    stamp(report)
     return report
+
+
+def stamp(report: Report) -> None:
+    """Record when the run ended and the implementation's commit or version at that time."""
+    from datetime import datetime, timezone
+
+    from dla.conformance.certificate import implementation_version
+
+    report.date = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    report.implementation_version = implementation_version(report).text()
 
 
 @contextmanager
@@ -102,6 +113,11 @@ def new_report(loaded: Any, levels: list[str], dtypes: list[str], devices: list[
     origin, search_path = origin_of(loaded)
     args = ["--impl", loaded.name, "--levels", *levels, "--dtype", *dtypes,
             "--device", *devices, "--profile", profile, "--seed", str(seed)]
+    text = None
+    if not loaded.by_name:  # an object handed to certify(): the CLI cannot load it by name
+        text = (f"certify(<the {loaded.name} object>, levels={levels!r}, dtype={dtypes!r}, "
+                f"device={devices!r}, profile={profile!r}, seed={seed})")
     return Report(implementation=loaded.name, claims=loaded.claims, levels=levels,
                   dtypes=dtypes, devices=devices, profile=profile, seed=seed, complete=complete,
-                  origin=origin, search_path=search_path, reproduce_args=args)
+                  origin=origin, search_path=search_path, reproduce_args=args,
+                  reproduce_text=text)

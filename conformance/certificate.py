@@ -229,7 +229,7 @@ def render(report: Report, *, date: datetime | None = None,
     lines += _table(("field", "value"), [
         ("implementation", f"`{report.implementation}`"),
         ("origin", f"`{origin}`"),
-        ("implementation version", impl.text()),
+        ("implementation version", report.implementation_version or impl.text()),
         ("spec version", spec),
         ("suite version", f"dla {suite}"),
         ("fixtures checksum", f"sha256 `{checksum or 'unavailable'}` of `fixtures/index.json`"),

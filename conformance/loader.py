@@ -35,6 +35,7 @@ class LoadedImpl:
     name: str
     obj: Any
     claims: Claims
+    by_name: bool = True  # loaded from a string the command line can repeat
 
 
 def _where(exc: BaseException, module: str) -> str:
@@ -156,4 +157,5 @@ def load(impl: Any) -> LoadedImpl:
     else:
         obj, name = impl, _describe(impl)
     _check_interface(obj, name)
-    return LoadedImpl(name=name, obj=obj, claims=resolve_claims(obj))
+    return LoadedImpl(name=name, obj=obj, claims=resolve_claims(obj),
+                      by_name=isinstance(impl, str))

@@ -186,4 +186,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     payloads = sorted(_PAYLOADS, key=lambda p: p["index"])
     report.results = [ClauseResult.from_json(r) for p in payloads for r in p["results"]]
     report.duration_s = sum(r.seconds for r in report.results)
+    from dla.conformance import stamp
+
+    stamp(report)
     Path(path).write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")

@@ -134,6 +134,8 @@ class Report:
     search_path: str | None = None  # the sys.path entry that found it, if not installed
     reproduce_args: list[str] = field(default_factory=list)
     reproduce_text: str | None = None  # kept from a report read back from JSON
+    date: str = ""  # when the run ended, UTC ISO 8601
+    implementation_version: str | None = None  # its git commit or package version, at run time
 
     # ------------------------------------------------------------ verdicts
     @property
@@ -243,6 +245,8 @@ class Report:
             "seed": self.seed,
             "reproduce": self.reproduce(),
             "versions": self.versions,
+            "implementation_version": self.implementation_version,
+            "date": self.date,
             "duration_s": round(self.duration_s, 3),
             "failed_clauses": sort_clauses(self.failed_clauses()),
             "unexercised_clauses": self.unexercised_clauses(),
@@ -264,7 +268,8 @@ class Report:
             results=[ClauseResult.from_json(r) for r in d["results"]],
             duration_s=float(d.get("duration_s", 0.0)), versions=dict(d.get("versions", {})),
             complete=bool(d.get("complete", True)), origin=d.get("origin"),
-            reproduce_text=d.get("reproduce"),
+            reproduce_text=d.get("reproduce"), date=str(d.get("date") or ""),
+            implementation_version=d.get("implementation_version"),
         )
 
     def table(self, *, only_failures: bool = False, show_unsupported: bool = False) -> str:

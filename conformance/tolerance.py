@@ -279,6 +279,7 @@ def _failure_extra(a: np.ndarray, e: np.ndarray, ratio: np.ndarray, where: tuple
         out["first_got"] = _values(a, first)
         out["first_expected"] = _values(e, first)
     if readouts and e.ndim == 4 and e.shape[1]:
+        out["readouts"] = int(e.shape[1])  # T: the profile below may be pooled into blocks
         out["ratio_by_readout"] = _pooled(ratio.max(axis=(0, 2)))
         b = where[0]
         heads = ratio[b]  # [T, H]

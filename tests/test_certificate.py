@@ -86,7 +86,7 @@ def test_implementation_in_a_git_work_tree_gives_its_commit(tmp_path: Path,
     _git(repo, "init", "-q")
     _git(repo, "add", "pkg/adapter.py")
     _git(repo, "commit", "-q", "-m", "adapter")
-    report = dataclasses.replace(failing, origin=str(origin))
+    report = dataclasses.replace(failing, origin=str(origin), implementation_version=None)
     v = certificate.implementation_version(report)
     assert (v.kind, v.value, v.dirty, v.path) == ("git", _git(repo, "rev-parse", "HEAD"), False,
                                                   "pkg/adapter.py")
@@ -118,10 +118,24 @@ def test_cli_writes_the_certificate_from_run_and_from_the_json(
     assert cli.main(["report", str(saved), "--certificate", str(again)]) == 1
     first, second = cert.read_text(), again.read_text()
     assert "(end of the run)" in _field(first, "date (UTC)")
-    assert "the report records no date" in _field(second, "date (UTC)")
-    # the date differs by design; the commit is read when each is written (another commit may
-    # land in between in a shared checkout)
-    drop = re.compile(r"^\| (date \(UTC\)|implementation version) \|.*$", flags=re.M)
+    assert "(of the run, from the report)" in _field(second, "date (UTC)")
+    recorded = json.loads(saved.read_text())
+    assert recorded["date"] and recorded["implementation_version"]
+    # the commit and the date were recorded at the end of the run, so both certificates agree
+    assert _field(first, "implementation version") == _field(second, "implementation version")
+    drop = re.compile(r"^\| date \(UTC\) \|.*$", flags=re.M)
     assert drop.sub("", first) == drop.sub("", second)
     assert _field(first, "result") == "FAILED (partial run)"
     assert json.loads(saved.read_text())["passed"] is False
+
+
+def test_a_report_without_a_date_says_which_date_the_certificate_shows(
+        tmp_path: Path, failing: Report) -> None:
+    """Reports written before the run date was recorded: the file's time, and the note says so."""
+    data = failing.to_json()
+    data.pop("date")
+    saved = tmp_path / "old.json"
+    saved.write_text(json.dumps(data, default=str))
+    cert = tmp_path / "CERT.md"
+    cli.main(["report", str(saved), "--certificate", str(cert)])
+    assert "the report records no date" in _field(cert.read_text(), "date (UTC)")
