@@ -256,7 +256,7 @@ def carried_states(initial_cache: Cache | None, dev: torch.device) -> torch.Tens
     """The carried states in float32 (DLA-7.1), or None for a fresh call."""
     if initial_cache is None:
         return None
-    return torch.as_tensor(initial_cache.states).to(dev, torch.float32)
+    return torch.as_tensor(initial_cache.states).to(dev, torch.float32).contiguous()  # DLA-1.8
 
 
 def execute(prep: Prepared, states0: torch.Tensor | None, keep_snapshots: bool = False

@@ -115,7 +115,8 @@ class _TritonFunction(torch.autograd.Function):
     def forward(ctx: Any, prep: api.Prepared, q: torch.Tensor, k: torch.Tensor,
                 v: torch.Tensor, g: torch.Tensor, lam: torch.Tensor,
                 states: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        states0 = None if states is None else states.detach().to(q.device, torch.float32)
+        states0 = (None if states is None else
+                   states.detach().to(q.device, torch.float32).contiguous())  # DLA-1.8
         o, final, h = api.execute(prep, states0, keep_snapshots=True)
         ctx.prep, ctx.h = prep, h
         ctx.inputs = [(x.shape, x.dtype, x.device) if x is not None else None

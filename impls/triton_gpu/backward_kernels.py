@@ -35,6 +35,7 @@ import triton.language as tl
 
 from dla.impls.triton_gpu.forward_kernels import (
     _block_offsets,
+    _in_slot,
     _merge_map,
     _mm,
     _pick,
@@ -51,8 +52,16 @@ from dla.impls.triton_gpu.rows import Rows
 BIG: tl.constexpr = tl.constexpr(2**30)
 
 #: Launch settings of the backward kernels (``benchmarks/bench_triton_gpu.py``).
-BWD_TUNING: dict[str, int] = {"dstate_warps": 4, "token_warps": 8, "token_bk": 64,
-                              "token_bv": 64}
+#: Token kernel: 8 warps, and [BT, 32] tiles above head size 64 (sm_90 ptxas: 64-wide tiles
+#: at D = 128 spill 696 bytes per thread in the dq/dk pass, 32-wide ones 16).
+BWD_TUNING: dict[str, int] = {"dstate_warps": 4, "token_warps": 8, "token_block": 0}
+
+
+def token_block(D: int) -> int:
+    """The K and V tile of the token kernel (``BWD_TUNING["token_block"]``, 0: automatic)."""
+    if BWD_TUNING["token_block"]:
+        return int(BWD_TUNING["token_block"])
+    return max(16, triton.next_power_of_2(D)) if D <= 64 else 32
 
 
 @triton.jit
@@ -123,8 +132,8 @@ def dstate_pass_kernel(
             row = tok * H + hh
             g = tl.load(g_ptr + row, mask=tmask, other=0.0).to(tl.float32)
             eg = tl.where(tmask, tl.exp(tl.cumsum(g, axis=0)), 0.0) * scale
-            _, st2, stn2, _, lam2 = _readout_tiles(starts_ptr, labels_ptr, lam_ptr, count_ptr,
-                                                   row, tok * PH + hp, tmask, cc, C)
+            _used, st2, stn2, _lb2, lam2 = _readout_tiles(
+                starts_ptr, labels_ptr, lam_ptr, count_ptr, row, tok * PH + hp, tmask, cc, C)
             gch = (hofs - n + i).to(tl.int64)
             cnt_p = tl.load(pcount_ptr + gch * PH + hp)
             pst = tl.load(pstarts_ptr + (gch * PH + hp) * C + cc, mask=cc < cnt_p, other=BIG)
@@ -139,7 +148,7 @@ def dstate_pass_kernel(
                          mask=tmask[:, None] & (ov[None, :] < V), other=0.0)
             for j in range(0, C):
                 if j < cnt_p:
-                    _, wj = _old_weight(st2, stn2, lam2, _pick(pst, cc, j))
+                    _sel, wj = _old_weight(st2, stn2, lam2, _pick(pst, cc, j))
                     qw = q.to(tl.float32) * (wj * eg)[:, None]
                     R = _mm(tl.trans(qw), do, q.dtype, PREC, FP32)
                     dS += tl.where(cc[:, None] == j, tl.reshape(R, (1, BK * BV)), 0.0)
@@ -198,9 +207,10 @@ def token_grad_kernel(
     dq_ptr, dk_ptr, dv_ptr, dlam_ptr, dG_ptr, scale,
     H: tl.constexpr, PH: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr,
     CP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NK: tl.constexpr,
-    NV: tl.constexpr, PREC: tl.constexpr, FP32: tl.constexpr,
+    NV: tl.constexpr, PREC: tl.constexpr, FP32: tl.constexpr, PART: tl.constexpr,
 ):
-    """``dq, dk, dv, dlam`` and ``dG`` of one chunk (all chunks in parallel).
+    """``dv`` (``PART`` 0) or ``dq, dk, dlam`` and ``dG`` (``PART`` 1) of one chunk, all chunks
+    in parallel: two launches of one body, so that each holds half the ``[BT, BT]`` tiles.
 
     ``h`` place ``i`` holds the old states of chunk ``i`` (forward snapshots) and ``dh``
     place ``i + 1`` the gradient ``dS'`` of the states at its end.
@@ -240,17 +250,19 @@ def token_grad_kernel(
         qb = tl.load(q_ptr + row[:, None] * K + kk[None, :], mask=qk_m, other=0.0)
         kb_ = tl.load(k_ptr + row[:, None] * K + kk[None, :], mask=qk_m, other=0.0)
         A += _mm(qb, tl.trans(kb_), qb.dtype, PREC, FP32)
-    dA = tl.zeros((BT, BT), dtype=tl.float32)
-    for vb in range(0, NV):
-        vv = vb * BV + ov
-        vm = tmask[:, None] & (vv[None, :] < V)
-        dob = tl.load(do_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
-        vb_ = tl.load(v_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
-        dA += _mm(dob, tl.trans(vb_), dob.dtype, PREC, FP32)
-    dA = dA * scale
-    dl2 = _intra_label_grads(D * A * dA, st2, stn2, pos, jj, C, BT, CP)
-    P = A * WD * scale  # the intra-chunk readout is P v, so dv = P^T dL/do
-    dP = dA * WD
+    if PART == 1:
+        dA = tl.zeros((BT, BT), dtype=tl.float32)
+        for vb in range(0, NV):
+            vv = vb * BV + ov
+            vm = tmask[:, None] & (vv[None, :] < V)
+            dob = tl.load(do_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
+            vb_ = tl.load(v_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
+            dA += _mm(dob, tl.trans(vb_), dob.dtype, PREC, FP32)
+        dA = dA * scale
+        dl2 = _intra_label_grads(D * A * dA, st2, stn2, pos, jj, C, BT, CP)
+        dP = dA * WD
+    else:
+        P = A * WD * scale  # the intra-chunk readout is P v, so dv = P^T dL/do
     # the slots of the chunk end that hold tokens of the chunk, and the old states
     tok_e = (bos + a + nvalid - 1).to(tl.int64)
     cnt_e = tl.load(count_ptr + tok_e * PH + hh % PH)
@@ -260,66 +272,68 @@ def token_grad_kernel(
     pst = pstarts_ptr + (gch * PH + hh % PH) * C
     hold = h_ptr + ((hofs + i).to(tl.int64) * H + hh) * (C * K * V)
     dnew = dh_ptr + ((hofs + i + 1).to(tl.int64) * H + hh) * (C * K * V)
-    for vb in range(0, NV):
-        vv = vb * BV + ov
-        vm = tmask[:, None] & (vv[None, :] < V)
-        dob = tl.load(do_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
-        dvb = _mm(tl.trans(P), dob, dob.dtype, PREC, FP32)
-        for m in range(0, C):
-            if (m >= first_slot) & (m < cnt_e):
-                sel = tmask & (pos >= _pick(est, jj, m)) & (pos < _pick(est, jj, m + 1))
-                gm = tl.where(sel, gam, 0.0)
-                for kb in range(0, NK):
-                    kk = kb * BK + ok
-                    kb_ = tl.load(k_ptr + row[:, None] * K + kk[None, :],
-                                  mask=tmask[:, None] & (kk[None, :] < K), other=0.0)
-                    dS = tl.load(dnew + m * K * V + kk[:, None] * V + vv[None, :],
-                                 mask=(kk[:, None] < K) & (vv[None, :] < V), other=0.0)
-                    dvb += gm[:, None] * _mm(kb_, dS, kb_.dtype, PREC, FP32)
-        tl.store(dv_ptr + row[:, None] * V + vv[None, :], dvb.to(dv_ptr.dtype.element_ty),
-                 mask=vm)
-    dG = tl.zeros((BT,), dtype=tl.float32)
-    for kb in range(0, NK):
-        kk = kb * BK + ok
-        qk_m = tmask[:, None] & (kk[None, :] < K)
-        qb = tl.load(q_ptr + row[:, None] * K + kk[None, :], mask=qk_m, other=0.0)
-        kb_ = tl.load(k_ptr + row[:, None] * K + kk[None, :], mask=qk_m, other=0.0)
-        dqb = _mm(dP, kb_, kb_.dtype, PREC, FP32)
-        dkb = _mm(tl.trans(dP), qb, qb.dtype, PREC, FP32)
+    if PART == 0:
         for vb in range(0, NV):
             vv = vb * BV + ov
             vm = tmask[:, None] & (vv[None, :] < V)
-            skv = (kk[:, None] < K) & (vv[None, :] < V)
             dob = tl.load(do_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
-            vb_ = tl.load(v_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
-            for j in range(0, C):
-                if j < cnt_p:
-                    spj = tl.load(pst + j)
-                    sel2, wj = _old_weight(st2, stn2, lam2, spj)
-                    S = tl.load(hold + j * K * V + kk[:, None] * V + vv[None, :], mask=skv,
-                                other=0.0)
-                    x = _mm(dob, tl.trans(S), dob.dtype, PREC, FP32)  # do S_j^T
-                    dqb += (wj * eg)[:, None] * x
-                    rj = eg * tl.sum(qb.to(tl.float32) * x, axis=1)
-                    dl2 += tl.where(sel2, rj[:, None], 0.0)
+            dvb = _mm(tl.trans(P), dob, dob.dtype, PREC, FP32)
             for m in range(0, C):
                 if (m >= first_slot) & (m < cnt_e):
-                    sel = tmask & (pos >= _pick(est, jj, m)) & (pos < _pick(est, jj, m + 1))
+                    sel = tmask & _in_slot(est, jj, m, cnt_e, pos)
                     gm = tl.where(sel, gam, 0.0)
-                    dS = tl.load(dnew + m * K * V + kk[:, None] * V + vv[None, :], mask=skv,
-                                 other=0.0)
-                    dkb += gm[:, None] * _mm(vb_, tl.trans(dS), vb_.dtype, PREC, FP32)
-        tl.store(dq_ptr + row[:, None] * K + kk[None, :], dqb.to(dq_ptr.dtype.element_ty),
-                 mask=qk_m)
-        tl.store(dk_ptr + row[:, None] * K + kk[None, :], dkb.to(dk_ptr.dtype.element_ty),
-                 mask=qk_m)
-        dG += tl.sum(qb.to(tl.float32) * dqb, axis=1) - tl.sum(kb_.to(tl.float32) * dkb, axis=1)
-    _store_lam_grads(dlam_ptr, row, used, lb2, dl2, jj, C)
-    tl.store(dG_ptr + row, dG, mask=tmask)
+                    for kb in range(0, NK):
+                        kk = kb * BK + ok
+                        kb_ = tl.load(k_ptr + row[:, None] * K + kk[None, :],
+                                      mask=tmask[:, None] & (kk[None, :] < K), other=0.0)
+                        dS = tl.load(dnew + m * K * V + kk[:, None] * V + vv[None, :],
+                                     mask=(kk[:, None] < K) & (vv[None, :] < V), other=0.0)
+                        dvb += gm[:, None] * _mm(kb_, dS, kb_.dtype, PREC, FP32)
+            tl.store(dv_ptr + row[:, None] * V + vv[None, :], dvb.to(dv_ptr.dtype.element_ty),
+                     mask=vm)
+    if PART == 1:
+        dG = tl.zeros((BT,), dtype=tl.float32)
+        for kb in range(0, NK):
+            kk = kb * BK + ok
+            qk_m = tmask[:, None] & (kk[None, :] < K)
+            qb = tl.load(q_ptr + row[:, None] * K + kk[None, :], mask=qk_m, other=0.0)
+            kb_ = tl.load(k_ptr + row[:, None] * K + kk[None, :], mask=qk_m, other=0.0)
+            dqb = _mm(dP, kb_, kb_.dtype, PREC, FP32)
+            dkb = _mm(tl.trans(dP), qb, qb.dtype, PREC, FP32)
+            for vb in range(0, NV):
+                vv = vb * BV + ov
+                vm = tmask[:, None] & (vv[None, :] < V)
+                skv = (kk[:, None] < K) & (vv[None, :] < V)
+                dob = tl.load(do_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
+                vb_ = tl.load(v_ptr + row[:, None] * V + vv[None, :], mask=vm, other=0.0)
+                for j in range(0, C):
+                    if j < cnt_p:
+                        spj = tl.load(pst + j)
+                        sel2, wj = _old_weight(st2, stn2, lam2, spj)
+                        S = tl.load(hold + j * K * V + kk[:, None] * V + vv[None, :], mask=skv,
+                                    other=0.0)
+                        x = _mm(dob, tl.trans(S), dob.dtype, PREC, FP32)  # do S_j^T
+                        dqb += (wj * eg)[:, None] * x
+                        rj = eg * tl.sum(qb.to(tl.float32) * x, axis=1)
+                        dl2 += tl.where(sel2, rj[:, None], 0.0)
+                for m in range(0, C):
+                    if (m >= first_slot) & (m < cnt_e):
+                        sel = tmask & _in_slot(est, jj, m, cnt_e, pos)
+                        gm = tl.where(sel, gam, 0.0)
+                        dS = tl.load(dnew + m * K * V + kk[:, None] * V + vv[None, :], mask=skv,
+                                     other=0.0)
+                        dkb += gm[:, None] * _mm(vb_, tl.trans(dS), vb_.dtype, PREC, FP32)
+            tl.store(dq_ptr + row[:, None] * K + kk[None, :], dqb.to(dq_ptr.dtype.element_ty),
+                     mask=qk_m)
+            tl.store(dk_ptr + row[:, None] * K + kk[None, :], dkb.to(dk_ptr.dtype.element_ty),
+                     mask=qk_m)
+            dG += tl.sum(qb.to(tl.float32) * dqb, axis=1) - tl.sum(kb_.to(tl.float32) * dkb, axis=1)
+        _store_lam_grads(dlam_ptr, row, used, lb2, dl2, jj, C)
+        tl.store(dG_ptr + row, dG, mask=tmask)
 
 
 def _cp(C: int) -> int:
-    return triton.next_power_of_2(C + 1)
+    return triton.next_power_of_2(C)
 
 
 def launch_dstate_pass(q, do, g, lam, plan: DevicePlan, rows: Rows,
@@ -357,16 +371,15 @@ def launch_token_grads(q, k, v, g, lam, do, plan: DevicePlan, rows: Rows,
     dv = torch.empty_like(v)
     dlam = torch.zeros((BTOK, H, C), dtype=lam_dtype, device=q.device)
     dG = torch.empty((BTOK, H), dtype=torch.float32, device=q.device)
-    BK = min(max(16, triton.next_power_of_2(K)), BWD_TUNING["token_bk"])
-    BV = min(max(16, triton.next_power_of_2(V)), BWD_TUNING["token_bv"])
-    if rows.chunk_table.shape[0] and H:
+    BK, BV = token_block(K), token_block(V)
+    for part in (0, 1) if rows.chunk_table.shape[0] and H else ():
         token_grad_kernel[(rows.chunk_table.shape[0], H)](
             q, k, v, g, lam, do, plan.count, plan.starts, plan.labels, prev[0], prev[1],
             rows.chunk_table, rows.bos, rows.lens, rows.pos0, rows.hofs, h, dh,
             dq, dk, dv, dlam, dG, float(scale),
             H=H, PH=plan_heads(plan), K=K, V=V, C=C, CP=_cp(C), BT=rows.chunk, BK=BK, BV=BV,
             NK=triton.cdiv(K, BK), NV=triton.cdiv(V, BV), PREC=_precision(q.dtype),
-            FP32=fp32_products(q.dtype), num_warps=BWD_TUNING["token_warps"],
+            FP32=fp32_products(q.dtype), PART=part, num_warps=BWD_TUNING["token_warps"],
         )
     return dq, dk, dv, dlam, dG
 

@@ -54,6 +54,14 @@ def _pick(x, jc, idx):
 
 
 @triton.jit
+def _in_slot(est, jc, m, cnt, pos):
+    """``[BT]``: the positions ``pos`` that slot ``m`` of partition ``est`` (``cnt`` used
+    slots) holds; the last used slot runs to the end (``est`` may have no entry ``m + 1``)."""
+    end = tl.where(m + 1 < cnt, _pick(est, jc, m + 1), BIG)
+    return (pos >= _pick(est, jc, m)) & (pos < end)
+
+
+@triton.jit
 def _slot_of(est, p):
     """The slot of partition ``est`` (unused entries ``BIG``) that holds position ``p``."""
     return tl.sum((est <= p).to(tl.int32), axis=0) - 1
@@ -148,7 +156,7 @@ def state_pass_kernel(
             first = _slot_of(est, p0 + a)  # the slots from ``first`` on hold this chunk's tokens
             for m in range(0, C):
                 if (m >= first) & (m < cnt_e):
-                    sel = tmask & (pos >= _pick(est, cc, m)) & (pos < _pick(est, cc, m + 1))
+                    sel = tmask & _in_slot(est, cc, m, cnt_e, pos)
                     kw = tl.where(sel[:, None], kt.to(tl.float32) * dec[:, None], 0.0)
                     L = _mm(tl.trans(kw), vt, kt.dtype, PREC, FP32)
                     S += tl.where(cc[:, None] == m, tl.reshape(L, (1, BK * BV)), 0.0)

@@ -10,11 +10,14 @@ GPU no implicit device sync at all.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 import dla
+import dla.impls.triton_gpu as triton_gpu
 from dla.impls.triton_gpu import api, checks
 from dla.reference import validation as val
 
@@ -123,6 +126,25 @@ def test_nothing_outside_the_views_is_checked(device):
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+def test_carried_states_view_in_nan_padding(device):
+    """DLA-1.8: carried states given as a strided view into a NaN buffer are read through
+    the view (forward and backward)."""
+    cfg = dla.Config(capacity=3)
+    x = _x(device, T=40)
+    _, cache = api.forward(**{n: a[:, :9] for n, a in x.items()}, config=cfg,
+                           output_final_cache=True, chunk=16)
+    rest = {n: a[:, 9:] for n, a in x.items()}
+    want, _ = api.forward(**rest, config=cfg, initial_cache=cache, chunk=16)
+    buf = torch.full((*cache.states.shape, 2), float("nan"), device=device)
+    buf[..., 0] = cache.states
+    view = buf[..., 0].requires_grad_()
+    got, _ = triton_gpu.forward(**rest, config=cfg, chunk=16,
+                                initial_cache=dataclasses.replace(cache, states=view))
+    torch.testing.assert_close(got.detach(), want, rtol=0, atol=0)
+    got.sum().backward()
+    assert view.grad is not None and torch.isfinite(view.grad).all()
+
+
 def test_value_flags_name_each_rule(device):
     """The flag word has one bit per input and rule (float64 scores beyond float32's range
     are finite, not flagged)."""
@@ -142,8 +164,8 @@ def test_value_flags_name_each_rule(device):
 def test_forward_has_no_implicit_device_sync(policy):
     """No implicit sync (``.item()``, a host copy, a boolean mask) on the forward path of a
     plain call, in either policy: torch raises on one in sync-debug mode ``error``."""
-    x = _x("cuda", T=200)
-    cfg = dla.Config(capacity=8, policy=policy)
+    x = _x("cuda", T=200, C=9)
+    cfg = dla.Config(capacity=9, policy=policy)
     api.forward(**x, config=cfg)  # compile first
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

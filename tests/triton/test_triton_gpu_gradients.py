@@ -164,6 +164,15 @@ def test_carried_cache_over_chunks_matches_reference(policy, device):
     _assert_same_gradients(got, want)
 
 
+def test_full_capacity_matches_reference(device):
+    """C = 16 (the slot tile exactly), every token a boundary (``tau < 0``) so every chunk
+    end holds 16 states and merges: gradients against float64 differences."""
+    C = 16
+    cfg = dla.Config(capacity=C, tau=-1.0)
+    x = _inputs(12, 1, 40, 1, 4, 4, C, device)
+    _check_against_reference(x, cfg, None, device, seed=4)
+
+
 def test_varlen_with_empty_sequence_matches_reference(device):
     """DLA-8.1, DLA-10.5: packed sequences (one empty, whose final states are its carried
     states) from an N-row cache, the reference plan injected (DLA-6.2)."""

@@ -74,6 +74,20 @@ def test_execute_injected_plan_over_chunks(policy, C, external, device):
     assert cmp.passed, cmp.message
 
 
+def test_full_power_of_two_capacity_over_chunks(device):
+    """DLA-3.3, DLA-3.4: C = 16 (the kernels' slot tile exactly) with every token opening a
+    state, so chunk ends hold 16 states and the newest slot, the last of the tile, takes
+    the chunk's tokens; the reference plan injected and the own plan."""
+    C = 16
+    x = _inputs(21, 1, 64, 2, 8, C, external=True)
+    cfg = _config("dla", C, external=True, tau=-1.0)
+    want, _ = ref_forward(**x, config=cfg)
+    t = _torch(x, device)
+    got, _ = api.forward(**t, config=cfg, chunk=CHUNK)
+    cmp = compare(got.cpu().numpy(), want, "float32")
+    assert cmp.passed, cmp.message
+
+
 @pytest.mark.parametrize(("policy", "C", "external"), CASES)
 def test_streaming_pieces_equal_one_pass(policy, C, external, device):
     """DLA-7.2: prefill (37 tokens, a partial chunk) then the rest == one pass, cache included."""

@@ -99,4 +99,5 @@ def test_an_injected_plan_is_executed_without_a_scan(device, monkeypatch):
     got, got_cache = api.forward(**x, config=cfg, plan=plan, output_final_cache=True)
     assert torch.equal(got, want)
     assert got_cache is not None and want_cache is not None
-    assert torch.equal(got_cache.info, want_cache.info)
+    # the same sums; the scan adds in token order, the plan path by prefix sums (DLA-6.2)
+    torch.testing.assert_close(got_cache.info, want_cache.info, rtol=1e-12, atol=0)
