@@ -104,7 +104,6 @@ def dla_parts(x: dict, C: int, policy: str, tau: float = 0.5, backward: bool = T
     prev, scale = prep.prev, prep.scale
     init = prep.init
     out = {
-        "scores": bench(lambda: api._scores(cfg, rows, kf, None, init)),
         "plan": bench(lambda: api._device_plan(cfg, rows, kf, None, init, B * T, H)),
         "state": bench(lambda: launch_state_pass(kf, vf, gf, plan, rows, h, prev, None, final)),
         "output": bench(lambda: launch_output(qf, kf, vf, gf, lf, plan, rows, h, prev, scale,
@@ -236,7 +235,7 @@ def peers(x: dict, T: int) -> dict[str, float]:
 
 
 HEADER = ("| T | B | D | policy | C | bnd | fwd ms | fwd+bwd ms "
-          "| fwd: plan (scores) / state / output / flags ms | bwd: dS pass / token / all ms "
+          "| fwd: plan / state / output / flags ms | bwd: dS pass / token / all ms "
           "| floor ms | simple_gla fwd / f+b | log_linear fwd / f+b (levels) "
           "| SDPA fwd / f+b |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -252,7 +251,7 @@ def row(T, B, D, policy, C, d, p) -> str:
     _, _, fl = floor_ms(T, B, D, C)
     ll = _pair(p, "log_linear") + (f" ({p['log_linear_levels']})" if "log_linear" in p else "")
     return (f"| {T} | {B} | {D} | {policy} | {C} | {d['boundary_rate']:.2f} | {d['total']:.3f} "
-            f"| {d['fwd_bwd']:.3f} | {d['plan']:.3f} ({d['scores']:.3f}) / {d['state']:.3f} / "
+            f"| {d['fwd_bwd']:.3f} | {d['plan']:.3f} / {d['state']:.3f} / "
             f"{d['output']:.3f} / {d['validate']:.3f} | {d['bwd_dstate']:.3f} / "
             f"{d['bwd_token']:.3f} / {d['bwd']:.3f} | {fl:.3f} | {_pair(p, 'simple_gla')} "
             f"| {ll} | {_pair(p, 'sdpa')} |")

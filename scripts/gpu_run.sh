@@ -2,7 +2,8 @@
 # One device call for dla.impls.triton_gpu: install, test, certify on CUDA, benchmark.
 # Usage (on the GPU machine, repository root): scripts/gpu_run.sh OUT_DIR [CERT_SECONDS] [BENCH_ARGS...]
 # Needs .gpu/fla_core-0.6.0-py3-none-any.whl (carried; the machine has no registry).
-# Environment: RUN_PYTEST=0 skips tests/triton (PYTEST_S its time limit, default 240);
+# Environment: RUN_PYTEST=0 skips tests/triton (PYTEST_S its time limit, default 240;
+# PYTEST_ARGS replaces the test selection);
 # STOP_ON_FAIL=0 goes on after failing tests; CERT_LEVELS="gradients ..." certifies those
 # levels only (default: the complete run, every claimed level plus the always-run ones);
 # RUN_BENCH=0 skips the benchmark. Files under OUT_DIR: setup.log, pytest.log, cert.json,
@@ -20,7 +21,7 @@ mkdir -p "$OUT"
   python3 -c 'import einops, fla; print("einops", einops.__version__)'
 } 2>&1 | tee "$OUT/setup.log"
 if [ "${RUN_PYTEST:-1}" = 1 ]; then  # a kernel that fails its tests stops the call here
-  timeout "${PYTEST_S:-240}" python3 -m pytest -q -p no:cacheprovider tests/triton 2>&1 \
+  timeout "${PYTEST_S:-240}" python3 -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-tests/triton} 2>&1 \
     | tee "$OUT/pytest.log" | tail -15
   if [ "${PIPESTATUS[0]}" != 0 ] && [ "${STOP_ON_FAIL:-1}" = 1 ]; then
     echo "tests/triton failed: no certification, no benchmark"; exit 1
