@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -235,19 +236,19 @@ def invalid_input_checks(ctx: Context) -> list[Check]:
 
 # ------------------------------------------------------------------ properties
 def property_checks(ctx: Context) -> list[Check]:
+    """One check per applicable property (DLA-12.8), then the invalid cases if golden is not
+    claimed: each property is its own item, so pytest-xdist can spread them."""
     try:
         props = importlib.import_module("dla.conformance.properties")
-        fn = props.property_checks
+        applicable = props.applicable(ctx.adapter)
     except Exception as exc:
         return _unavailable(
             "properties", "DLA-12.8", "property checks (dla.conformance.properties)", exc
         )
 
-    def run() -> list[ClauseResult]:
-        results = list(fn(ctx.adapter, ctx.profile.name, ctx.seed))
-        for r in results:
-            r.level = "properties"
-        return results
+    def run(prop: Any) -> ClauseResult:
+        return props.run_property(prop, ctx.adapter, ctx.profile.name, ctx.seed)
 
     # Each property result cites its own clause; run_check adds this level's (DLA-12.8).
-    return [Check("properties", "DLA-12.8", "property checks", run), *invalid_input_checks(ctx)]
+    checks = [ctx.check("properties", p.clause, p.check, partial(run, p)) for p in applicable]
+    return [*checks, *invalid_input_checks(ctx)]

@@ -51,7 +51,7 @@ from dla.reference.policies import fenwick_capacity
 LEVEL = "properties"
 
 #: Examples per property, and whether failures are shrunk to a minimal example.
-PROFILES: dict[str, tuple[int, bool]] = {"ci": (15, False), "thorough": (400, True)}
+PROFILES: dict[str, tuple[int, bool]] = {"ci": (12, False), "thorough": (400, True)}
 
 #: Sequence lengths: tiny ones, and one below, at and above multiples of the chunk sizes 16 and 64.
 LENGTHS = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65)

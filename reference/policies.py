@@ -133,13 +133,13 @@ def plan_dla(
 
 
 def fenwick_level(t: np.ndarray | int, s: np.ndarray | int) -> np.ndarray:
-    """DLA-4.1: the level of token ``s`` seen from readout ``t``: ``bit_length(t XOR s)``."""
+    """DLA-4.1: the level of token ``s`` seen from readout ``t``: ``bit_length(t XOR s)``.
+
+    For ``x >= 1``, ``frexp`` writes ``x = m * 2**e`` with ``m`` in ``[0.5, 1)``, so ``e`` is the
+    bit length (exact for positions below 2**53); ``bit_length(0) = 0``.
+    """
     x = np.bitwise_xor(np.asarray(t, np.int64), np.asarray(s, np.int64))
-    level = np.zeros(x.shape, np.int64)
-    while np.any(x > 0):
-        level += x > 0
-        x = x >> 1
-    return level
+    return np.where(x > 0, np.frexp(x.astype(np.float64))[1], 0).astype(np.int64)
 
 
 def fenwick_capacity(num_positions: int) -> int:
