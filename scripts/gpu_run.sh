@@ -21,7 +21,8 @@ mkdir -p "$OUT"
   python3 -c 'import einops, fla; print("einops", einops.__version__)'
 } 2>&1 | tee "$OUT/setup.log"
 if [ "${RUN_PYTEST:-1}" = 1 ]; then  # a kernel that fails its tests stops the call here
-  timeout "${PYTEST_S:-240}" python3 -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-tests/triton} 2>&1 \
+  eval "PYARGS=(${PYTEST_ARGS:-tests/triton})"  # shell words, so a -k expression may be quoted
+  timeout "${PYTEST_S:-240}" python3 -m pytest -q -p no:cacheprovider "${PYARGS[@]}" 2>&1 \
     | tee "$OUT/pytest.log" | tail -15
   if [ "${PIPESTATUS[0]}" != 0 ] && [ "${STOP_ON_FAIL:-1}" = 1 ]; then
     echo "tests/triton failed: no certification, no benchmark"; exit 1

@@ -62,7 +62,11 @@ def make_rows(B: int, T: int, H: int, cu: list[int] | None, pos0: list[int], chu
 
     N = len(lens)
     flat = [*bos, *lens, *pos0, *hofs, *(x for pair in table for x in pair)]
-    packed = torch.tensor(flat, dtype=torch.int32).to(device)  # one host-to-device copy
+    packed = torch.tensor(flat, dtype=torch.int32)
+    if torch.device(device).type == "cuda":  # pinned and asynchronous: no device sync
+        packed = packed.pin_memory().to(device, non_blocking=True)
+    else:
+        packed = packed.to(device)
     bos_t, lens_t, pos0_t, hofs_t, table_t = packed.split([N, N, N, N, 2 * len(table)])
     return Rows(
         N=N, H=H, bos=bos_t, lens=lens_t, pos0=pos0_t, chunk=chunk,
