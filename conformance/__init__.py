@@ -72,9 +72,13 @@ def certify(
     dtypes, devices, work = collect(loaded, lv, dtype, device, profile, seed)
     report = new_report(loaded, lv, dtypes, devices, profile, seed,
                         complete=levels is None and dtype is None and device is None)
+    report.planned = len(work)
     with torch_threads(threads):
-        for ctx, check in _progress(work, progress, f"certifying {loaded.name}"):
-            report.results.extend(run_check(check, ctx))
+        try:
+            for ctx, check in _progress(work, progress, f"certifying {loaded.name}"):
+                report.results.extend(run_check(check, ctx))
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from `timeout` (the CLI maps it here)
+            report.interrupted = True
     report.duration_s = time.perf_counter() - t0
     stamp(report)
     return report

@@ -143,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
     _need_plots(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    _terminate_as_interrupt()  # `timeout` sends SIGTERM: keep the results so far
     report = certify(
         args.impl,
         levels=_split_words(args.levels),
@@ -174,6 +175,18 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # e.g. piped into `head`: the verdict is still the exit code
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (e.g. from ``timeout``) stops the run like Ctrl-C: the checks that ran are
+    reported, marked interrupted, instead of being lost."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -135,6 +135,8 @@ class Report:
     reproduce_args: list[str] = field(default_factory=list)
     reproduce_text: str | None = None  # kept from a report read back from JSON
     date: str = ""  # when the run ended, UTC ISO 8601
+    planned: int = 0  # checks listed for the run
+    interrupted: bool = False  # stopped before every listed check ran (a partial report)
     implementation_version: str | None = None  # its git commit or package version, at run time
 
     # ------------------------------------------------------------ verdicts
@@ -144,7 +146,8 @@ class Report:
 
         A claimed level whose checks were all not supported certifies nothing, so it fails.
         """
-        return bool(self.results) and all(self.level_passed().values())
+        return (bool(self.results) and not self.interrupted
+                and all(self.level_passed().values()))
 
     def failed_clauses(self) -> set[str]:
         """The clauses failed checks target (not every clause they cite)."""
@@ -234,7 +237,9 @@ class Report:
             "implementation": self.implementation,
             "origin": self.origin,
             "passed": self.passed,
-            "complete": self.complete,
+            "complete": self.complete and not self.interrupted,
+            "interrupted": self.interrupted,
+            "checks_planned": self.planned,
             "claims": self.claims.to_json(),
             "levels": self.levels,
             "level_passed": self.level_passed(),
@@ -269,6 +274,8 @@ class Report:
             duration_s=float(d.get("duration_s", 0.0)), versions=dict(d.get("versions", {})),
             complete=bool(d.get("complete", True)), origin=d.get("origin"),
             reproduce_text=d.get("reproduce"), date=str(d.get("date") or ""),
+            planned=int(d.get("checks_planned") or 0),
+            interrupted=bool(d.get("interrupted", False)),
             implementation_version=d.get("implementation_version"),
         )
 
@@ -318,6 +325,9 @@ class Report:
             f"{ns} not supported; {self.duration_s:.1f} s; profile {self.profile}, "
             f"seed {self.seed})",
         ]
+        if self.interrupted:
+            lines.append(f"INTERRUPTED after {len(self.results)} of {self.planned} checks: "
+                         "a partial report, which certifies nothing")
         if not self.complete:
             lines.append("partial run (--levels, --dtype or --device restricted it): "
                          "not a certificate of the whole claims")

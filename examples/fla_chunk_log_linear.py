@@ -8,7 +8,9 @@ by name (DLA-9.14):
 
 - the fenwick policy on the gla base only (``CLAIMS["plans"] = "own"``);
 - ``K`` a multiple of 64 (its ``BLOCK_K``) and ``V`` a power of two;
-- at most ``2**17 - 1`` tokens per sequence (its largest level);
+- ``1 <= T <= 2**17 - 1`` tokens: its largest level bounds ``T``, and at ``T = 0`` it
+  raises ``ValueError: math domain error`` (``math.log(0)`` in its level count; found by
+  this suite's ``T = 0`` check on an H200), so ``T = 0`` is claimed unsupported;
 - CUDA only; ``level_scales`` are passed in ``q``'s dtype, as the kernel reads
   them; ``cu_seqlens`` is passed through (int64);
 - its streaming state (``LogLinearAttentionState``) holds the last chunk's raw
@@ -37,7 +39,8 @@ CLAIMS = {
     "bases": ("gla",),
     "policies": ("fenwick",),
     "plans": "own",
-    "sizes": {"K": {"multiple_of": 64}, "V": {"power_of_two": True}, "T": {"max": 2**17 - 1}},
+    "sizes": {"K": {"multiple_of": 64}, "V": {"power_of_two": True},
+              "T": {"min": 1, "max": 2**17 - 1}},
 }
 
 
