@@ -157,7 +157,10 @@ def _run(args: argparse.Namespace) -> int:
     finished = datetime.now(timezone.utc)
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report.to_json(), indent=2, default=_json_default) + "\n")
+        from dla.conformance.report import json_default
+
+        args.report.write_text(json.dumps(report.to_json(), indent=2, default=json_default)
+                               + "\n")
     written = _write_outputs(report, args, date=finished)
     try:
         print(report.table(only_failures=args.only_failures))
@@ -222,13 +225,6 @@ def _report(args: argparse.Namespace) -> int:
         print(line)
     return EXIT_PASS if report.passed else EXIT_FAIL
 
-
-def _json_default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)
 
 
 def _golden() -> Any:

@@ -53,6 +53,8 @@ from dla.conformance.report import (
     WORKS_UNCLAIMED,
     ClauseResult,
     Report,
+    check_label,
+    json_default,
     sort_clauses,
 )
 from dla.conformance.tolerance import bound_ratio
@@ -91,17 +93,10 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _json_default(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)
-
 
 def normalized(report: Report) -> Report:
     """``report`` read back from its own JSON: the page depends on nothing else."""
-    text = json.dumps(report.to_json(), default=_json_default)
+    text = json.dumps(report.to_json(), default=json_default)
     return Report.from_json(json.loads(text))
 
 
@@ -572,10 +567,6 @@ def _img(png: bytes, alt: str, caption: str, **data: Any) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _check_label(r: ClauseResult) -> str:
-    tags = "/".join(t for t in (r.dtype, r.device) if t)
-    return f"{r.check} [{tags}]" if tags else r.check
-
 
 def _error_cell(r: ClauseResult) -> str:
     w = r.worst
@@ -644,7 +635,7 @@ def _certificate(page: _Page, report: Report) -> None:
     works = [r for r in report.results if r.status == WORKS_UNCLAIMED]
     page.tag("h3", f"Works, not claimed ({len(works)})")
     if works:
-        page.add("<ul>" + "".join(f"<li>{_e(_check_label(r))}</li>" for r in works) + "</ul>")
+        page.add("<ul>" + "".join(f"<li>{_e(check_label(r))}</li>" for r in works) + "</ul>")
     else:
         page.tag("p", "none")
     missing = report.unexercised_clauses()
@@ -690,7 +681,7 @@ def _numbers(page: _Page, w: dict[str, Any]) -> None:
 def _failure(page: _Page, report: Report, index: int, r: ClauseResult,
              figures: bool) -> None:
     w = r.worst or {}
-    title = f"{r.level} {r.target}: {_check_label(r)}"
+    title = f"{r.level} {r.target}: {check_label(r)}"
     page.add(f'<section class="failure" id="result-{index}" data-level="{_e(r.level)}" '
              f'data-dtype="{_e(r.dtype)}" data-device="{_e(r.device)}">')
     page.tag("h3", f"FAIL {title}")
@@ -758,7 +749,7 @@ def _all_checks(page: _Page, report: Report) -> None:
                   f"</span>")
         if r.status == FAIL:
             status = f'<a href="#result-{i}">{status}</a>'
-        rows.append((_e(r.level), _e(r.target), _e(_check_label(r)), status,
+        rows.append((_e(r.level), _e(r.target), _e(check_label(r)), status,
                      _e(_error_cell(r)), _e(r.regime)))
     page.table(("level", "clause", "check", "result", "error / bound", "regime"), rows,
                raw=range(6))
@@ -792,7 +783,7 @@ def render(report: Report, *, max_figures: int = MAX_FIGURES) -> str:
     page.tag("h2", f"Failures ({len(failures)})")
     if failures:
         items = "".join(f'<li><a href="#result-{i}">{_e(r.level)} {_e(r.target)}: '
-                        f"{_e(_check_label(r))}</a></li>" for i, r in failures)
+                        f"{_e(check_label(r))}</a></li>" for i, r in failures)
         page.add(f"<ol>{items}</ol>")
         if len(failures) > max_figures:
             page.tag("p", f"Pictures are drawn for the first {max_figures} failures; the "

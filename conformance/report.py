@@ -292,7 +292,7 @@ class Report:
             if r.status == NOT_SUPPORTED and not show_unsupported and not r.worst:
                 if not r.detail.startswith("refused"):
                     continue
-            rows.append((r.level, r.target, _check_label(r), _STATUS_CELL[r.status],
+            rows.append((r.level, r.target, check_label(r), _STATUS_CELL[r.status],
                          _error_cell(r), _where_cell(r)))
         if only_failures and len(rows) == 1:
             return "no failed checks"
@@ -309,7 +309,7 @@ class Report:
         for r in self.results:
             if r.passed:
                 continue
-            out.append(f"FAIL {r.level} {r.target} {_check_label(r)}")
+            out.append(f"FAIL {r.level} {r.target} {check_label(r)}")
             out.append(f"  cites: {r.clause}")
             out.extend(f"  {line}" for line in _failure_lines(r))
         return "\n".join(out)
@@ -375,9 +375,19 @@ def _ratio(worst: dict[str, Any]) -> float:
     )
 
 
-def _check_label(r: ClauseResult) -> str:
+def check_label(r: ClauseResult) -> str:
+    """A check's name with its dtype and device, as the table and the HTML page show it."""
     tags = "/".join(t for t in (r.dtype, r.device) if t)
     return f"{r.check} [{tags}]" if tags else r.check
+
+
+def json_default(x: Any) -> Any:
+    """``json.dumps`` fallback for NumPy and torch scalars and arrays in a report."""
+    if hasattr(x, "item"):
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
 
 
 def _error_cell(r: ClauseResult) -> str:
