@@ -97,7 +97,7 @@ def test_the_plain_pytest_command_finds_a_module_in_the_current_folder(tmp_path)
 
 
 def _stable(report: dict) -> str:
-    for key in ("duration_s", "versions"):
+    for key in ("duration_s", "versions", "date"):
         report.pop(key, None)
     for r in report["results"]:
         r.pop("seconds", None)

@@ -229,3 +229,18 @@ def test_certified_by_the_conformance_engine(device):
     failed = [f"{r.level} {r.clause} {r.check}: {r.detail}" for r in report.results
               if not r.passed]
     assert report.passed, "\n".join(failed)
+
+
+def test_the_always_run_levels_pass(device):
+    """DLA-12.8 to DLA-12.10: properties, claims (delta and float64 refused as DLA-9.14 asks) and
+    robustness (canaries, layouts, untouched arguments, determinism, decode chains, fuzzed
+    calls) pass for the Triton kernels too, under the interpreter in CI and on CUDA."""
+    report = certify("triton_gpu", levels=["properties", "claims", "robustness"],
+                     dtype="float32", device=device)
+    failed = [f"{r.level} {r.clause} {r.check}: {r.detail}" for r in report.results
+              if not r.passed]
+    assert report.passed, "\n".join(failed)
+    probes = {r.check: r.status for r in report.results if r.level == "claims"}
+    assert probes["unclaimed base 'delta': forward"] == "not_supported"
+    assert probes["unclaimed dtype float64: forward"] == "not_supported"
+    assert any("decode chain" in r.check for r in report.results)
