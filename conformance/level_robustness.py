@@ -46,8 +46,8 @@ from dla.plan import PLAN_FIELDS, Plan
 
 LEVEL = "robustness"
 FORWARD_ARRAYS = ("q", "k", "v", "g", "lam", "beta", "scores")
-#: Decode chain lengths per profile: past 64 and 128 (Fenwick levels 7, 8) / past 2048.
-CHAIN = {"ci": 150, "thorough": 2100}
+#: Decode chain lengths per profile: past 64 (a chunk, and Fenwick level 7) / past 2048.
+CHAIN = {"ci": 100, "thorough": 2100}
 #: The prefill before the one-token steps of a chain.
 PREFILL = 37
 
